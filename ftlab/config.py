@@ -1,0 +1,67 @@
+"""Configuration of one run: the CPython version policy, the debug allocator, the mutations.
+
+A `Config` is frozen: a run is a pure function of (scenario, config, schedule), so nothing
+here may change while a run is going.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+VERSIONS = ("3.13.0", "3.14")
+
+# Every switch that turns one fix off (DESIGN §6), with the bug it lets through. Engine-level
+# mutations belong to the engine scenarios that demonstrate the scheduler and race detector.
+MUTATIONS: dict[str, str] = {
+    # engine scenarios (ftlab/scenarios/engine.py)
+    "unsync-rmw": "increment a shared counter with a separate load and store instead of fetch_add",
+    "lock-order-inversion": "take two mutexes in opposite orders in the two threads",
+    "relaxed-message": "publish a message with relaxed atomics instead of release/acquire",
+    # runtime fixes (DESIGN §6)
+    "no-page-delay": "empty QSBR-heap pages are reused at once, not after a grace period",
+    "no-free-delayed": "_PyMem_FreeDelayed frees at once instead of after a grace period",
+    "debug-fill-header": "the debug allocator overwrites ob_tid/ob_ref_* with DEADBYTE on free",
+    "debug-offset-bug": "the debug hooks ignore mimalloc's debug_offset (PR #116018)",
+    "debug-dealloc-heap-bug": "the debug hooks free objects into the wrong heap (PR #116018)",
+    "tryincref-accepts-zero": "try-incref succeeds on a shared field of exactly 0",
+    "merge-order-bug": "merge sets MERGED before storing ob_tid and ob_ref_local (gh-119999)",
+    "brc-no-queue": "a non-owner decref that reaches zero does not queue the object",
+    "type-cache-no-seqlock": "type-cache entries are read without the sequence lock",
+    "borrowed-mro": "_PyType_GetMRO returns a borrowed reference",
+    "borrowed-setdefault": "setdefault returns a borrowed reference",
+    "blockcount-skips-abandoned": "block counting ignores abandoned segments",
+    "blockcount-no-stw": "block counting runs without stopping the world",
+    "finalization-allows-threads": "new threads may start during finalization",
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the command line turns it into one line and exit 2."""
+
+
+@dataclass(frozen=True)
+class Config:
+    version: str = "3.14"
+    debug_allocator: bool = False
+    mutations: frozenset[str] = field(default_factory=frozenset)
+    # Oracles that run at every step (heap-integrity and the like); off for pure measurement.
+    checked: bool = True
+    race_detection: bool = True
+    # A run longer than this is a livelock.
+    max_steps: int = 20_000
+    # Record an event trace (costs time; replays of failures turn it on).
+    trace: bool = False
+
+    def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise ConfigError(f"unknown version {self.version!r} (known: {', '.join(VERSIONS)})")
+        if not isinstance(self.mutations, frozenset):
+            object.__setattr__(self, "mutations", frozenset(self.mutations))
+        unknown = sorted(self.mutations - MUTATIONS.keys())
+        if unknown:
+            raise ConfigError(f"unknown mutation {unknown[0]!r} (see `ftlab list`)")
+        if self.max_steps <= 0:
+            raise ConfigError(f"max_steps must be positive, not {self.max_steps}")
+
+    def mutated(self, name: str) -> bool:
+        return name in self.mutations

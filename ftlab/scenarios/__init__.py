@@ -1,0 +1,51 @@
+"""The scenario catalog: small programs, each exercising one mechanism.
+
+A `Scenario` names its threads (coroutine functions taking a thread state), an optional
+`setup` that prepares shared state before any thread starts, an optional `check` that runs
+after every thread has finished, and the mutations it must expose. Unmutated, a scenario must
+be clean under every schedule; with each of its mutations, the explorer must find a violation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Coroutine
+
+ThreadFn = Callable[..., Coroutine[Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    threads: tuple[tuple[str, ThreadFn], ...]
+    setup: Callable[[Any], Any] | None = None
+    check: Callable[[Any], None] | None = None
+    # mutation -> the violation kinds that count as exposing it
+    mutations: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # preemption bound of the bounded DFS in the default portfolio (None: no DFS)
+    dfs_bound: int | None = 2
+    # estimated decisions per run, for PCT's change points
+    pct_steps: int = 50
+
+
+class UnknownName(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def catalog() -> dict[str, Scenario]:
+    from ftlab.scenarios import engine
+
+    scenarios: dict[str, Scenario] = {}
+    for module in (engine,):
+        for s in module.SCENARIOS:
+            scenarios[s.name] = s
+    return scenarios
+
+
+def get(name: str) -> Scenario:
+    c = catalog()
+    if name not in c:
+        raise UnknownName(f"unknown scenario {name!r} (known: {', '.join(sorted(c))})")
+    return c[name]

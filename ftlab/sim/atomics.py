@@ -1,0 +1,159 @@
+"""Atomic operations on simulated memory; each one is a scheduling point.
+
+`Memory` is the address space of one machine with C11-style atomics on top: `load`, `store`,
+`exchange`, `cas` (compare-exchange), `fetch_add`, `fetch_or`, `fetch_and`, each with a width
+and a memory order. The operation happens after the scheduler has chosen the thread, so the
+value an atomic returns is the value in memory at the moment the thread runs. Execution is
+sequentially consistent at these points; the order is still recorded, because the race
+detector derives happens-before from it (release publishes, acquire joins) and a later
+weak-memory mode will need it.
+
+Values are unsigned; `as_signed` converts. Stores mask to the width, so a negative delta or a
+negative value stores its two's complement, as C does with `Py_ssize_t` fields.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+from functools import partialmethod
+from typing import TYPE_CHECKING
+
+from ftlab.sim.memory import AddressSpace, Tag
+
+if TYPE_CHECKING:
+    from ftlab.sim.machine import Machine
+
+
+class Order(enum.IntEnum):
+    RELAXED = 0
+    ACQUIRE = 1
+    RELEASE = 2
+    ACQ_REL = 3
+    SEQ_CST = 7
+
+    def __str__(self) -> str:
+        return _SHORT[self]
+
+
+_SHORT = {Order.RELAXED: "rlx", Order.ACQUIRE: "acq", Order.RELEASE: "rel",
+          Order.ACQ_REL: "acq_rel", Order.SEQ_CST: "sc"}
+
+RELAXED, ACQUIRE, RELEASE, ACQ_REL, SEQ_CST = (
+    Order.RELAXED, Order.ACQUIRE, Order.RELEASE, Order.ACQ_REL, Order.SEQ_CST)
+
+_MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF, 8: 0xFFFF_FFFF_FFFF_FFFF}
+
+
+def as_signed(value: int, width: int = 8) -> int:
+    bits = width * 8
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+class Memory(AddressSpace):
+    """The address space of a machine, with atomics that are scheduling points."""
+
+    __slots__ = ("machine",)
+
+    def __init__(self, machine: "Machine", base: int = 0x7F00_0000_0000) -> None:
+        super().__init__(base)
+        self.machine = machine
+
+    def _note(self, what: str, addr: int, order: Order, result: str) -> None:
+        m = self.machine
+        m.record(m.current, f"{what} [{addr:#x}] {result} ({order})")
+
+    # The body after `yield` runs when the scheduler has picked this thread.
+
+    @types.coroutine
+    def load(self, addr: int, width: int = 8, order: Order = SEQ_CST):
+        yield
+        m = self.machine
+        if m.race is not None:
+            m.race.access(addr, width, False, True)
+            if order & ACQUIRE:
+                m.race.atomic_sync(m.current, addr, True, False, False, False)
+        v = self.raw_load(addr, width)
+        if m.trace is not None:
+            self._note("load", addr, order, f"-> {v:#x}")
+        return v
+
+    @types.coroutine
+    def store(self, addr: int, value: int, width: int = 8, order: Order = SEQ_CST,
+              tag: Tag = Tag.META):
+        yield
+        m = self.machine
+        if m.race is not None:
+            m.race.access(addr, width, True, True)
+            m.race.atomic_sync(m.current, addr, False, bool(order & RELEASE), True, False)
+        self.raw_store(addr, width, value, tag)
+        if m.trace is not None:
+            self._note("store", addr, order, f"<- {value & _MASKS[width]:#x}")
+
+    def _rmw(self, addr: int, width: int, order: Order, new, tag: Tag, what: str) -> int:
+        m = self.machine
+        if m.race is not None:
+            m.race.access(addr, width, True, True)
+            m.race.atomic_sync(m.current, addr, bool(order & ACQUIRE), bool(order & RELEASE),
+                               True, True)
+        old = self.raw_load(addr, width)
+        value = new(old) & _MASKS[width]
+        self.raw_store(addr, width, value, tag)
+        if m.trace is not None:
+            self._note(what, addr, order, f"{old:#x} -> {value:#x}")
+        return old
+
+    @types.coroutine
+    def exchange(self, addr: int, value: int, width: int = 8, order: Order = SEQ_CST,
+                 tag: Tag = Tag.META):
+        yield
+        return self._rmw(addr, width, order, lambda old: value, tag, "exchange")
+
+    @types.coroutine
+    def fetch_add(self, addr: int, delta: int, width: int = 8, order: Order = SEQ_CST,
+                  tag: Tag = Tag.META):
+        yield
+        return self._rmw(addr, width, order, lambda old: old + delta, tag, "fetch_add")
+
+    @types.coroutine
+    def fetch_or(self, addr: int, bits: int, width: int = 8, order: Order = SEQ_CST,
+                 tag: Tag = Tag.META):
+        yield
+        return self._rmw(addr, width, order, lambda old: old | bits, tag, "fetch_or")
+
+    @types.coroutine
+    def fetch_and(self, addr: int, bits: int, width: int = 8, order: Order = SEQ_CST,
+                  tag: Tag = Tag.META):
+        yield
+        return self._rmw(addr, width, order, lambda old: old & bits, tag, "fetch_and")
+
+    @types.coroutine
+    def cas(self, addr: int, expected: int, desired: int, width: int = 8,
+            order: Order = SEQ_CST, tag: Tag = Tag.META):
+        """Compare-exchange: (True, expected) if it stored `desired`, else (False, observed).
+        A failed CAS is an atomic load with the acquire part of `order`."""
+        yield
+        m = self.machine
+        mask = _MASKS[width]
+        old = self.raw_load(addr, width)
+        if old != expected & mask:
+            if m.race is not None:
+                m.race.access(addr, width, False, True)
+                if order & ACQUIRE:
+                    m.race.atomic_sync(m.current, addr, True, False, False, False)
+            if m.trace is not None:
+                self._note("cas-fail", addr, order, f"saw {old:#x}, wanted {expected & mask:#x}")
+            return False, old
+        if m.race is not None:
+            m.race.access(addr, width, True, True)
+            m.race.atomic_sync(m.current, addr, bool(order & ACQUIRE), bool(order & RELEASE),
+                               True, True)
+        self.raw_store(addr, width, desired, tag)
+        if m.trace is not None:
+            self._note("cas", addr, order, f"{old:#x} -> {desired & mask:#x}")
+        return True, old
+
+    load_relaxed = partialmethod(load, order=RELAXED)
+    load_acquire = partialmethod(load, order=ACQUIRE)
+    store_relaxed = partialmethod(store, order=RELAXED)
+    store_release = partialmethod(store, order=RELEASE)

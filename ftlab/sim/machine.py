@@ -1,0 +1,267 @@
+"""The machine: virtual threads as coroutines, driven one step at a time by a strategy.
+
+A model thread is an `async def` coroutine. Every point where another thread may run is an
+`await` on a scheduling point (an atomic, a lock or event operation, spawn, join, an explicit
+yield); the code between two such awaits is one atomic step. A plain `def` never yields.
+
+The run loop is the only driver. At each step it takes the runnable threads (kept sorted by
+thread index); when there is more than one it asks the strategy's chooser and records the
+choice. It then resumes the chosen coroutine, which performs its pending operation and runs on
+to its next scheduling point. A new thread runs up to its first scheduling point inside the step
+that spawns it (nothing before that point can be observed without a race); a thread's exit ends
+its last step.
+
+Invariants:
+- exactly one thread runs at a time, `current`;
+- `runnable` holds exactly the threads in state RUNNABLE, sorted by index;
+- a run is a pure function of (program, chooser): no wall clock, no `id()`, no set order;
+- no runnable thread while one is unfinished is a deadlock; more than `max_steps` steps is a
+  livelock; a `ViolationError` raised anywhere in a step stops the run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import traceback
+import types
+from typing import Any, Callable, Coroutine
+
+from ftlab.sim.atomics import Memory
+from ftlab.sim.race import RaceDetector
+from ftlab.sim.schedule import thread_letter
+from ftlab.sim.violation import Violation, ViolationError
+
+RUNNABLE, BLOCKED, DONE = 0, 1, 2
+
+
+class Event:
+    """One entry of the trace: `step`, the thread index and what happened, in words."""
+
+    __slots__ = ("step", "thread", "what")
+
+    def __init__(self, step: int, thread: int, what: str) -> None:
+        self.step = step
+        self.thread = thread
+        self.what = what
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Event) and self.step == other.step
+                and self.thread == other.thread and self.what == other.what)
+
+    def __repr__(self) -> str:
+        return f"Event({self.step}, {thread_letter(self.thread)}, {self.what!r})"
+
+
+class VThread:
+    """A virtual thread. `vc` is its vector clock for the race detector."""
+
+    __slots__ = ("machine", "index", "name", "coro", "state", "wait", "vc", "joiners",
+                 "result", "__weakref__")
+
+    def __init__(self, machine: "Machine", index: int, name: str) -> None:
+        self.machine = machine
+        self.index = index
+        self.name = name
+        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.state = RUNNABLE
+        self.wait = ""
+        self.vc: list[int] = []
+        self.joiners: list[VThread] = []
+        self.result: Any = None
+
+    @property
+    def label(self) -> str:
+        return f"{thread_letter(self.index)}:{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<VThread {self.label} {('runnable', 'blocked', 'done')[self.state]}>"
+
+    @property
+    def mem(self) -> Memory:
+        return self.machine.mem
+
+    @property
+    def shared(self) -> Any:
+        return self.machine.shared
+
+    # Scheduling points of the thread itself.
+
+    @types.coroutine
+    def yield_now(self):
+        yield
+
+    @types.coroutine
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any,
+              name: str | None = None):
+        """Start `fn(thread, *args)`; the new thread happens after everything `self` did."""
+        yield
+        return self.machine.spawn(lambda t: fn(t, *args), name, parent=self)
+
+    @types.coroutine
+    def join(self, other: "VThread"):
+        yield
+        m = self.machine
+        while other.state != DONE:
+            other.joiners.append(self)
+            m.block(self, f"join {other.label}")
+            yield
+        if m.race is not None:
+            m.race.acquire(self, other.vc)
+        if m.trace is not None:
+            m.record(self, f"joined {other.label}")
+        return other.result
+
+
+class Machine:
+    """Owns the threads and the run loop of one run."""
+
+    def __init__(self, *, max_steps: int = 20_000, race: RaceDetector | None = None,
+                 trace: bool = False) -> None:
+        self.threads: list[VThread] = []
+        self.runnable: list[VThread] = []
+        self.current: VThread | None = None
+        self.steps = 0
+        self.max_steps = max_steps
+        self.choices: list[int] = []
+        self.preemptions = 0
+        self.violation: Violation | None = None
+        self.race = race
+        self.trace: list[Event] | None = [] if trace else None
+        self.switches = 0  # steps that ran a different thread than the step before
+        self.mem = Memory(self)
+        self.shared: Any = None
+        if race is not None:
+            race.machine = self
+            self.mem.on_plain_access = race.plain
+        if trace:
+            self.mem.on_plain_access = self._traced_plain_access
+
+    def _traced_plain_access(self, addr: int, width: int, is_write: bool) -> None:
+        if self.current is not None:
+            self.record(self.current, f"{'write' if is_write else 'read'} {width} [{addr:#x}]")
+        if self.race is not None:
+            self.race.plain(addr, width, is_write)
+
+    # -----------------------------------------------------------------------------------------
+    # Threads
+
+    def spawn(self, start: Callable[[VThread], Coroutine[Any, Any, Any]], name: str | None = None,
+              parent: VThread | None = None) -> VThread:
+        """Create a thread and run it to its first scheduling point (a plain call: the caller's
+        step, if any, continues afterwards)."""
+        t = VThread(self, len(self.threads), name or f"T{len(self.threads)}")
+        self.threads.append(t)
+        if self.race is not None:
+            self.race.on_spawn(parent, t)
+        t.coro = start(t)
+        if self.trace is not None:
+            self.record(t, f"start {t.name}" + (f" (by {parent.label})" if parent else ""))
+        saved = self.current
+        self.current = t
+        try:
+            self._resume(t)
+        finally:
+            self.current = saved
+        if t.state == RUNNABLE:
+            bisect.insort(self.runnable, t, key=_index)
+        return t
+
+    def block(self, t: VThread, wait: str) -> None:
+        """Take `t` off the runnable list; it must yield right after."""
+        assert t.state == RUNNABLE, "only a runnable thread can block"
+        t.state = BLOCKED
+        t.wait = wait
+        self.runnable.remove(t)
+        if self.trace is not None:
+            self.record(t, f"blocks: {wait}")
+
+    def wake(self, t: VThread) -> None:
+        if t.state == BLOCKED:
+            t.state = RUNNABLE
+            t.wait = ""
+            bisect.insort(self.runnable, t, key=_index)
+
+    def _exit(self, t: VThread, result: Any) -> None:
+        t.state = DONE
+        t.result = result
+        if t in self.runnable:
+            self.runnable.remove(t)
+        if self.race is not None:
+            self.race.on_exit(t)
+        if self.trace is not None:
+            self.record(t, "exit")
+        for j in t.joiners:
+            self.wake(j)
+        t.joiners.clear()
+
+    def record(self, t: VThread | None, what: str) -> None:
+        if self.trace is not None:
+            self.trace.append(Event(self.steps, -1 if t is None else t.index, what))
+
+    # -----------------------------------------------------------------------------------------
+    # The run loop
+
+    def _resume(self, t: VThread) -> bool:
+        """Run one step of `t`; False when the run must stop (a violation)."""
+        try:
+            t.coro.send(None)
+        except StopIteration as stop:
+            self._exit(t, stop.value)
+        except ViolationError as e:
+            self.fail(Violation(e.kind, e.message, self.steps, t.label, e.details))
+            return False
+        except Exception as e:  # a bug in the model or the scenario: report it, don't hide it
+            tb = traceback.extract_tb(e.__traceback__)
+            details = tuple(f"{f.filename}:{f.lineno} in {f.name}" for f in tb[-4:])
+            self.fail(Violation("crash", f"{type(e).__name__}: {e}", self.steps, t.label, details))
+            return False
+        return True
+
+    def fail(self, v: Violation) -> None:
+        if self.violation is None:
+            self.violation = v
+            if self.trace is not None:
+                self.trace.append(Event(v.step, -1, f"VIOLATION {v.kind}: {v.message}"))
+
+    def run(self, chooser) -> None:
+        """Drive the threads to the end, a violation, a deadlock or the step bound."""
+        runnable = self.runnable
+        choose = chooser.choose
+        choices = self.choices
+        max_steps = self.max_steps
+        resume = self._resume
+        prev: VThread | None = None
+        if self.violation is not None:
+            return
+        while runnable:
+            if len(runnable) == 1:
+                t = runnable[0]
+            else:
+                t = choose(runnable, prev)
+                choices.append(t.index)
+                if t is not prev and prev is not None and prev.state == RUNNABLE:
+                    self.preemptions += 1
+            if t is not prev:
+                self.switches += 1
+            self.steps += 1
+            if self.steps > max_steps:
+                self.fail(Violation(
+                    "livelock", f"no end after {max_steps} steps", self.steps, t.label,
+                    tuple(f"{u.label} runnable" for u in runnable)))
+                break
+            self.current = t
+            if not resume(t):
+                break
+            prev = t
+        else:
+            stuck = [u for u in self.threads if u.state != DONE]
+            if stuck:
+                self.fail(Violation(
+                    "deadlock", f"no runnable thread, {len(stuck)} unfinished", self.steps, None,
+                    tuple(f"{u.label} waits for {u.wait}" for u in stuck)))
+        self.current = None
+        chooser.finish()
+
+
+def _index(t: VThread) -> int:
+    return t.index

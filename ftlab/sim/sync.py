@@ -1,0 +1,122 @@
+"""Blocking synchronisation for model threads: a mutex in the manner of PyMutex, and an event.
+
+Waiters park: a thread that cannot proceed leaves the runnable set and is woken by the
+operation that may let it proceed, so there is no busy loop for the explorer to spin in.
+Unlock wakes one waiter, which retries (another thread may take the lock first, as with
+PyMutex's barging). Every operation is a scheduling point. Unlock and set publish the thread's
+clock; lock and a successful wait acquire it (the race detector's happens-before edges).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import TYPE_CHECKING
+
+from ftlab.sim.race import vc_join
+from ftlab.sim.violation import ViolationError
+
+if TYPE_CHECKING:
+    from ftlab.sim.machine import Machine, VThread
+
+
+class Mutex:
+    __slots__ = ("machine", "name", "owner", "waiters", "clock")
+
+    def __init__(self, machine: "Machine", name: str = "mutex") -> None:
+        self.machine = machine
+        self.name = name
+        self.owner: VThread | None = None
+        self.waiters: list[VThread] = []
+        self.clock: list[int] | None = None
+
+    def locked(self) -> bool:
+        return self.owner is not None
+
+    @types.coroutine
+    def lock(self):
+        yield
+        m = self.machine
+        t = m.current
+        if self.owner is t:
+            raise ViolationError("deadlock", f"{t.label} locks {self.name}, which it already holds")
+        while self.owner is not None:
+            self.waiters.append(t)
+            m.block(t, f"{self.name} (held by {self.owner.label})")
+            yield
+        self.owner = t
+        if m.race is not None:
+            m.race.acquire(t, self.clock)
+        if m.trace is not None:
+            m.record(t, f"lock {self.name}")
+
+    @types.coroutine
+    def unlock(self):
+        yield
+        m = self.machine
+        t = m.current
+        if self.owner is not t:
+            raise ViolationError("crash", f"{t.label} unlocks {self.name}, which it does not hold")
+        self.owner = None
+        if m.race is not None:
+            self.clock = m.race.release(t)
+        if m.trace is not None:
+            m.record(t, f"unlock {self.name}")
+        if self.waiters:
+            m.wake(self.waiters.pop(0))
+
+    def __aenter__(self):
+        return self.lock()
+
+    def __aexit__(self, *exc):
+        return self._unlock_none()
+
+    @types.coroutine
+    def _unlock_none(self):
+        yield from self.unlock()
+        return None
+
+
+class Event:
+    """A one-shot event: `wait` blocks until some thread has called `set`."""
+
+    __slots__ = ("machine", "name", "flag", "waiters", "clock")
+
+    def __init__(self, machine: "Machine", name: str = "event") -> None:
+        self.machine = machine
+        self.name = name
+        self.flag = False
+        self.waiters: list[VThread] = []
+        self.clock: list[int] | None = None
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    @types.coroutine
+    def set(self):
+        yield
+        m = self.machine
+        self.flag = True
+        if m.race is not None:
+            clock = m.race.release(m.current)
+            if self.clock is not None:
+                vc_join(clock, self.clock)
+            self.clock = clock
+        if m.trace is not None:
+            m.record(m.current, f"set {self.name}")
+        for w in self.waiters:
+            m.wake(w)
+        self.waiters.clear()
+
+    @types.coroutine
+    def wait(self):
+        yield
+        m = self.machine
+        t = m.current
+        while not self.flag:
+            self.waiters.append(t)
+            m.block(t, f"event {self.name}")
+            yield
+        if m.race is not None:
+            m.race.acquire(t, self.clock)
+        if m.trace is not None:
+            m.record(t, f"wait {self.name} done")

@@ -1,0 +1,201 @@
+"""The happens-before race detector: fires on unordered pairs, quiet when ordered."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftlab.sim import ACQUIRE, DFS, RELAXED, RELEASE, Machine, Random, Replay
+from ftlab.sim.race import RaceDetector
+from ftlab.sim.sync import Mutex
+
+
+def _all_schedules(build, bound=None):
+    """Run `build(machine)` under every schedule; return the violations seen."""
+    dfs = DFS(bound)
+    found = []
+    i = 0
+    while (chooser := dfs.execution(i)) is not None:
+        m = Machine(race=RaceDetector(locations=True))
+        build(m)
+        m.run(chooser)
+        found.append(m.violation)
+        i += 1
+    return found
+
+
+def _scratch(m):
+    base = m.mem.reserve(1 << 16)
+    m.mem.commit(base, 4096)
+    return base
+
+
+def test_unsynchronised_pair_is_a_race_in_every_order():
+    def build(m):
+        x = _scratch(m)
+
+        async def writer(t):
+            await t.yield_now()
+            t.mem.store_u64(x, 1)
+
+        async def reader(t):
+            await t.yield_now()
+            t.mem.load_u64(x)
+
+        m.spawn(writer, name="writer")
+        m.spawn(reader, name="reader")
+
+    found = _all_schedules(build)
+    assert len(found) == 2
+    assert all(v is not None and v.kind == "data-race" for v in found)
+
+
+def test_race_report_names_both_accesses():
+    m = Machine(race=RaceDetector(locations=True))
+    x = _scratch(m)
+
+    async def writer(t):
+        await t.yield_now()
+        t.mem.store_u64(x, 1)
+
+    async def reader(t):
+        await t.yield_now()
+        t.mem.load_u64(x)
+
+    m.spawn(writer, name="writer")
+    m.spawn(reader, name="reader")
+    m.run(Replay([0]).execution(0))
+    v = m.violation
+    assert v.kind == "data-race"
+    assert f"{x:#x}" in v.message
+    assert "b:reader at step 2" in v.message and "a:writer at step 1" in v.message
+    assert len(v.details) == 2
+    assert all("test_race.py" in d for d in v.details)
+    assert "in reader" in v.details[0] and "in writer" in v.details[1]
+
+
+def test_mutex_orders_the_accesses():
+    def build(m):
+        x = _scratch(m)
+        mu = Mutex(m, "mu")
+
+        async def body(t):
+            await mu.lock()
+            t.mem.store_u64(x, t.mem.load_u64(x) + 1)
+            await mu.unlock()
+
+        m.spawn(body)
+        m.spawn(body)
+
+    found = _all_schedules(build)
+    assert len(found) > 2
+    assert found == [None] * len(found)
+
+
+def _message_passing(store_order, load_order):
+    def build(m):
+        x = _scratch(m)
+        flag = x + 64
+
+        async def producer(t):
+            t.mem.store_u64(x, 42)
+            await t.mem.store(flag, 1, order=store_order)
+
+        async def consumer(t):
+            if await t.mem.load(flag, order=load_order):
+                assert t.mem.load_u64(x) == 42
+
+        m.spawn(producer)
+        m.spawn(consumer)
+    return build
+
+
+def test_release_acquire_orders_the_payload():
+    found = _all_schedules(_message_passing(RELEASE, ACQUIRE))
+    assert found == [None] * len(found)
+
+
+@pytest.mark.parametrize("store_order,load_order", [(RELAXED, ACQUIRE), (RELEASE, RELAXED),
+                                                    (RELAXED, RELAXED)])
+def test_missing_release_or_acquire_is_a_race(store_order, load_order):
+    found = _all_schedules(_message_passing(store_order, load_order))
+    assert any(v is not None and v.kind == "data-race" for v in found)
+
+
+def test_start_and_join_order_the_accesses():
+    def build(m):
+        x = _scratch(m)
+
+        async def child(t):
+            t.mem.store_u64(x, t.mem.load_u64(x) + 1)
+
+        async def parent(t):
+            t.mem.store_u64(x, 1)
+            c = await t.spawn(child)
+            await t.yield_now()
+            await t.join(c)
+            assert t.mem.load_u64(x) == 2
+
+        m.spawn(parent)
+
+    found = _all_schedules(build)
+    assert found == [None] * len(found)
+
+
+def test_without_join_the_parent_races_with_the_child():
+    def build(m):
+        x = _scratch(m)
+
+        async def child(t):
+            await t.yield_now()
+            t.mem.store_u64(x, 2)
+
+        async def parent(t):
+            await t.spawn(child)
+            await t.yield_now()
+            t.mem.load_u64(x)
+
+        m.spawn(parent)
+
+    found = _all_schedules(build)
+    assert any(v is not None and v.kind == "data-race" for v in found)
+
+
+def test_atomics_do_not_race_with_each_other():
+    def build(m):
+        x = _scratch(m)
+
+        async def body(t):
+            await t.mem.fetch_add(x, 1, order=RELAXED)
+            await t.mem.load(x, order=RELAXED)
+
+        m.spawn(body)
+        m.spawn(body)
+
+    found = _all_schedules(build)
+    assert found == [None] * len(found)
+
+
+def test_plain_write_races_with_a_concurrent_atomic_read():
+    def build(m):
+        x = _scratch(m)
+
+        async def writer(t):
+            await t.yield_now()
+            t.mem.store_u64(x, 5)
+
+        async def reader(t):
+            await t.mem.load(x, order=ACQUIRE)
+
+        m.spawn(writer)
+        m.spawn(reader)
+
+    found = _all_schedules(build)
+    assert all(v is not None and v.kind == "data-race" for v in found)
+
+
+def test_random_exploration_is_quiet_on_a_correct_program():
+    for seed in range(50):
+        m = Machine(race=RaceDetector())
+        _message_passing(RELEASE, ACQUIRE)(m)
+        m.run(Random(seed).execution(0))
+        assert m.violation is None
