@@ -14,6 +14,7 @@ import types
 from typing import Any, Awaitable, Callable, Coroutine
 
 from ftlab.config import Config
+from ftlab.runtime.observer import Observer, Observers
 from ftlab.sim.machine import Machine, VThread
 from ftlab.sim.race import RaceDetector
 from ftlab.sim.strategies import RoundRobin
@@ -28,6 +29,16 @@ class Runtime:
         self.machine = Machine(max_steps=c.max_steps, race=race, trace=c.trace)
         self.mem = self.machine.mem
         self.tstates: list[ThreadState] = []
+        # The oracles' view of the runtime; a no-op until `add_observer`.
+        self.observer: Observer = Observer()
+
+    def add_observer(self, observer: Observer) -> None:
+        if type(self.observer) is Observer:
+            self.observer = observer
+        elif isinstance(self.observer, Observers):
+            self.observer.observers.append(observer)
+        else:
+            self.observer = Observers([self.observer, observer])
 
     def mutated(self, name: str) -> bool:
         return name in self.config.mutations

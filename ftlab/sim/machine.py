@@ -128,6 +128,9 @@ class Machine:
         self.race = race
         self.trace: list[Event] | None = [] if trace else None
         self.switches = 0  # steps that ran a different thread than the step before
+        # Called after every step that did not already fail (checked-mode oracles); it reports
+        # a broken invariant by raising ViolationError.
+        self.after_step: Callable[[VThread], None] | None = None
         self.mem = Memory(self)
         self.shared: Any = None
         if race is not None:
@@ -217,6 +220,14 @@ class Machine:
             return False
         return True
 
+    def _check_step(self, t: VThread) -> bool:
+        try:
+            self.after_step(t)
+        except ViolationError as e:
+            self.fail(Violation(e.kind, e.message, self.steps, t.label, e.details))
+            return False
+        return True
+
     def fail(self, v: Violation) -> None:
         if self.violation is None:
             self.violation = v
@@ -251,6 +262,8 @@ class Machine:
                 break
             self.current = t
             if not resume(t):
+                break
+            if self.after_step is not None and not self._check_step(t):
                 break
             prev = t
         else:

@@ -460,7 +460,7 @@ class AddressSpace:
         state = r.state
         self._committed_pages -= state.count(COMMITTED, i, j)
         state[i:j] = state[i:j].translate(_DECOMMIT_TABLE)
-        pass
+        self._drop_backing(addr >> OS_PAGE_SHIFT, (addr + size) >> OS_PAGE_SHIFT)
 
     def is_committed(self, addr: int) -> bool:
         r = self._region_at(addr)
