@@ -19,7 +19,10 @@ import types
 from functools import partialmethod
 from typing import TYPE_CHECKING
 
-from ftlab.sim.memory import AddressSpace, Tag
+from ftlab.sim.memory import (
+    _MASK, _PACK, _UNPACK, OS_PAGE_MASK, OS_PAGE_SHIFT, RMW_ADD, RMW_AND, RMW_OR, RMW_SET, TAGS_AT,
+    WORD_SHIFT, AddressSpace, Tag,
+)
 
 if TYPE_CHECKING:
     from ftlab.sim.machine import Machine
@@ -53,11 +56,13 @@ def as_signed(value: int, width: int = 8) -> int:
 class Memory(AddressSpace):
     """The address space of a machine, with atomics that are scheduling points."""
 
-    __slots__ = ("machine",)
+    __slots__ = ("machine", "unobserved")
 
     def __init__(self, machine: "Machine", base: int = 0x7F00_0000_0000) -> None:
         super().__init__(base)
         self.machine = machine
+        # True when neither a race detector nor a trace watches: atomics may take fast paths.
+        self.unobserved = machine.race is None and machine.trace is None
 
     def _note(self, what: str, addr: int, order: Order, result: str) -> None:
         m = self.machine
@@ -90,42 +95,51 @@ class Memory(AddressSpace):
         if m.trace is not None:
             self._note("store", addr, order, f"<- {value & _MASKS[width]:#x}")
 
-    def _rmw(self, addr: int, width: int, order: Order, new, tag: Tag, what: str) -> int:
+    def _rmw(self, addr: int, width: int, order: Order, op: int, operand: int, tag: Tag,
+             what: str) -> int:
         m = self.machine
         if m.race is not None:
             m.race.access(addr, width, True, True)
             m.race.atomic_sync(m.current, addr, bool(order & ACQUIRE), bool(order & RELEASE),
                                True, True)
-        old = self.raw_load(addr, width)
-        value = new(old) & _MASKS[width]
-        self.raw_store(addr, width, value, tag)
+        old = self.raw_update(addr, width, op, operand, tag)
         if m.trace is not None:
-            self._note(what, addr, order, f"{old:#x} -> {value:#x}")
+            self._note(what, addr, order, f"{old:#x} -> {self.raw_load(addr, width):#x}")
         return old
 
     @types.coroutine
     def exchange(self, addr: int, value: int, width: int = 8, order: Order = SEQ_CST,
                  tag: Tag = Tag.META):
         yield
-        return self._rmw(addr, width, order, lambda old: value, tag, "exchange")
+        return self._rmw(addr, width, order, RMW_SET, value, tag, "exchange")
 
     @types.coroutine
     def fetch_add(self, addr: int, delta: int, width: int = 8, order: Order = SEQ_CST,
                   tag: Tag = Tag.META):
         yield
-        return self._rmw(addr, width, order, lambda old: old + delta, tag, "fetch_add")
+        if self.unobserved and not addr & (width - 1):
+            # Fast path (no race detector, no trace): a naturally aligned atomic lies in one
+            # backed page and one tag word.
+            page = self._pages.get(addr >> OS_PAGE_SHIFT)
+            if page is not None:
+                off = addr & OS_PAGE_MASK
+                old = _UNPACK[width](page, off)[0]
+                _PACK[width](page, off, (old + delta) & _MASK[width])
+                page[TAGS_AT + (off >> WORD_SHIFT)] = tag
+                return old
+        return self._rmw(addr, width, order, RMW_ADD, delta, tag, "fetch_add")
 
     @types.coroutine
     def fetch_or(self, addr: int, bits: int, width: int = 8, order: Order = SEQ_CST,
                  tag: Tag = Tag.META):
         yield
-        return self._rmw(addr, width, order, lambda old: old | bits, tag, "fetch_or")
+        return self._rmw(addr, width, order, RMW_OR, bits, tag, "fetch_or")
 
     @types.coroutine
     def fetch_and(self, addr: int, bits: int, width: int = 8, order: Order = SEQ_CST,
                   tag: Tag = Tag.META):
         yield
-        return self._rmw(addr, width, order, lambda old: old & bits, tag, "fetch_and")
+        return self._rmw(addr, width, order, RMW_AND, bits, tag, "fetch_and")
 
     @types.coroutine
     def cas(self, addr: int, expected: int, desired: int, width: int = 8,

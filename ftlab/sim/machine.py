@@ -28,7 +28,7 @@ from typing import Any, Callable, Coroutine
 
 from ftlab.sim.atomics import Memory
 from ftlab.sim.race import RaceDetector
-from ftlab.sim.schedule import thread_letter
+from ftlab.sim.schedule import ScheduleError, thread_letter
 from ftlab.sim.violation import Violation, ViolationError
 
 RUNNABLE, BLOCKED, DONE = 0, 1, 2
@@ -55,11 +55,12 @@ class Event:
 class VThread:
     """A virtual thread. `vc` is its vector clock for the race detector."""
 
-    __slots__ = ("machine", "index", "name", "coro", "state", "wait", "vc", "joiners",
+    __slots__ = ("machine", "mem", "index", "name", "coro", "state", "wait", "vc", "joiners",
                  "result", "__weakref__")
 
     def __init__(self, machine: "Machine", index: int, name: str) -> None:
         self.machine = machine
+        self.mem = machine.mem
         self.index = index
         self.name = name
         self.coro: Coroutine[Any, Any, Any] | None = None
@@ -75,10 +76,6 @@ class VThread:
 
     def __repr__(self) -> str:
         return f"<VThread {self.label} {('runnable', 'blocked', 'done')[self.state]}>"
-
-    @property
-    def mem(self) -> Memory:
-        return self.machine.mem
 
     @property
     def shared(self) -> Any:
@@ -210,14 +207,24 @@ class Machine:
             t.coro.send(None)
         except StopIteration as stop:
             self._exit(t, stop.value)
-        except ViolationError as e:
+        except BaseException as e:
+            if not self._resume_failed(t, e):
+                raise
+            return False
+        return True
+
+    def _resume_failed(self, t: VThread, e: BaseException) -> bool:
+        """Record what a step raised; False for what must propagate (a schedule error,
+        an interrupt)."""
+        if isinstance(e, ViolationError):
             self.fail(Violation(e.kind, e.message, self.steps, t.label, e.details))
+            return True
+        if isinstance(e, ScheduleError) or not isinstance(e, Exception):
             return False
-        except Exception as e:  # a bug in the model or the scenario: report it, don't hide it
-            tb = traceback.extract_tb(e.__traceback__)
-            details = tuple(f"{f.filename}:{f.lineno} in {f.name}" for f in tb[-4:])
-            self.fail(Violation("crash", f"{type(e).__name__}: {e}", self.steps, t.label, details))
-            return False
+        # a bug in the model or the scenario: report it, don't hide it
+        tb = traceback.extract_tb(e.__traceback__)
+        details = tuple(f"{f.filename}:{f.lineno} in {f.name}" for f in tb[-4:])
+        self.fail(Violation("crash", f"{type(e).__name__}: {e}", self.steps, t.label, details))
         return True
 
     def _check_step(self, t: VThread) -> bool:
@@ -236,34 +243,46 @@ class Machine:
 
     def run(self, chooser) -> None:
         """Drive the threads to the end, a violation, a deadlock or the step bound."""
-        runnable = self.runnable
-        choose = chooser.choose
-        choices = self.choices
-        max_steps = self.max_steps
-        resume = self._resume
-        prev: VThread | None = None
         if self.violation is not None:
             return
+        runnable = self.runnable
+        choose = chooser.choose
+        # A uniform chooser is inlined: this is the hottest loop of the tool.
+        uniform = getattr(chooser, "uniform", None)
+        choices = self.choices
+        max_steps = self.max_steps
+        after_step = self.after_step
+        steps = self.steps
+        switches = 0
+        prev: VThread | None = None
         while runnable:
-            if len(runnable) == 1:
+            n = len(runnable)
+            if n == 1:
                 t = runnable[0]
             else:
-                t = choose(runnable, prev)
+                t = runnable[int(uniform() * n)] if uniform is not None else choose(runnable, prev)
                 choices.append(t.index)
                 if t is not prev and prev is not None and prev.state == RUNNABLE:
                     self.preemptions += 1
             if t is not prev:
-                self.switches += 1
-            self.steps += 1
-            if self.steps > max_steps:
+                switches += 1
+                self.current = t
+            steps += 1
+            self.steps = steps
+            if steps > max_steps:
                 self.fail(Violation(
-                    "livelock", f"no end after {max_steps} steps", self.steps, t.label,
+                    "livelock", f"no end after {max_steps} steps", steps, t.label,
                     tuple(f"{u.label} runnable" for u in runnable)))
                 break
-            self.current = t
-            if not resume(t):
+            try:
+                t.coro.send(None)
+            except StopIteration as stop:
+                self._exit(t, stop.value)
+            except BaseException as e:
+                if not self._resume_failed(t, e):
+                    raise
                 break
-            if self.after_step is not None and not self._check_step(t):
+            if after_step is not None and not self._check_step(t):
                 break
             prev = t
         else:
@@ -272,6 +291,7 @@ class Machine:
                 self.fail(Violation(
                     "deadlock", f"no runnable thread, {len(stuck)} unfinished", self.steps, None,
                     tuple(f"{u.label} waits for {u.wait}" for u in stuck)))
+        self.switches += switches
         self.current = None
         chooser.finish()
 

@@ -73,6 +73,9 @@ OS_PAGE_MASK = OS_PAGE_SIZE - 1
 WORD_SHIFT = 3
 WORD_SIZE = 1 << WORD_SHIFT                     # one shadow tag per 8 bytes
 WORDS_PER_PAGE = OS_PAGE_SIZE >> WORD_SHIFT     # 512
+# read-modify-write operations of raw_update
+RMW_SET, RMW_ADD, RMW_OR, RMW_AND = range(4)
+
 TAGS_AT = OS_PAGE_SIZE                          # a backed page: data bytes, then a tag per word
 PAGE_RECORD_SIZE = TAGS_AT + WORDS_PER_PAGE
 CHUNK_SHIFT = 25                                # region lookup granule: 32 MiB
@@ -293,6 +296,32 @@ class AddressSpace:
         _PACK[width](page, off, value & _MASK[width])
         page[TAGS_AT + (off >> WORD_SHIFT)] = tag
         page[TAGS_AT + ((off + width - 1) >> WORD_SHIFT)] = tag
+
+    def raw_update(self, addr: int, width: int, op: int, operand: int, tag: Tag) -> int:
+        """One read-modify-write with a single page lookup; returns the old value.
+        `op`: RMW_SET, RMW_ADD, RMW_OR or RMW_AND."""
+        off = addr & OS_PAGE_MASK
+        page = self._pages.get(addr >> OS_PAGE_SHIFT)
+        if page is None or off > OS_PAGE_SIZE - width:
+            old = self.raw_load(addr, width)
+            page = None
+        else:
+            old = _UNPACK[width](page, off)[0]
+        if op == RMW_ADD:
+            new = (old + operand) & _MASK[width]
+        elif op == RMW_SET:
+            new = operand & _MASK[width]
+        elif op == RMW_OR:
+            new = old | (operand & _MASK[width])
+        else:
+            new = old & operand
+        if page is None:
+            self.raw_store(addr, width, new, tag)
+        else:
+            _PACK[width](page, off, new)
+            page[TAGS_AT + (off >> WORD_SHIFT)] = tag
+            page[TAGS_AT + ((off + width - 1) >> WORD_SHIFT)] = tag
+        return old
 
     # -----------------------------------------------------------------------------------------
     # Byte ranges
