@@ -27,17 +27,38 @@ class Observer:
 
 
 class Observers(Observer):
-    """Fans each event out to several observers, in the order they were added."""
+    """Fans each event out to several observers, in the order they were added. The dispatch
+    functions are built when an observer is added, not on every event."""
 
     def __init__(self, observers: list[Observer]) -> None:
-        self.observers = observers
+        self.observers: list[Observer] = []
+        for o in observers:
+            self.add(o)
 
-    def __getattribute__(self, name: str):
-        if name.startswith("_") or name == "observers":
-            return object.__getattribute__(self, name)
-        methods = [getattr(o, name) for o in object.__getattribute__(self, "observers")]
+    def add(self, observer: Observer) -> None:
+        self.observers.append(observer)
+        for name in _EVENTS:
+            methods = tuple(getattr(o, name) for o in self.observers
+                            if getattr(type(o), name) is not getattr(Observer, name))
+            setattr(self, name, _fan_out(methods))
 
-        def fan_out(*args, **kwargs):
-            for m in methods:
-                m(*args, **kwargs)
-        return fan_out
+
+def _fan_out(methods):
+    if not methods:
+        return _ignore
+    if len(methods) == 1:
+        return methods[0]
+
+    def fan_out(*args, **kwargs):
+        for m in methods:
+            m(*args, **kwargs)
+    return fan_out
+
+
+def _ignore(*args, **kwargs) -> None:
+    pass
+
+
+# Every event name: the public methods of Observer (computed when the module is imported,
+# after every mechanism has added its methods above).
+_EVENTS = tuple(n for n in vars(Observer) if not n.startswith("_"))

@@ -36,7 +36,7 @@ class Runtime:
         if type(self.observer) is Observer:
             self.observer = observer
         elif isinstance(self.observer, Observers):
-            self.observer.observers.append(observer)
+            self.observer.add(observer)
         else:
             self.observer = Observers([self.observer, observer])
 

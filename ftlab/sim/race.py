@@ -58,8 +58,8 @@ class RaceDetector:
         self._writes: dict[int, tuple] = {}
         # addr -> {thread * 2 + atomic: (clock, step, location)} of the last reads
         self._reads: dict[int, dict[int, tuple]] = {}
-        # addr -> clock published by the last release on that atomic location
-        self._sync: dict[int, list[int]] = {}
+        # addr -> (publisher, clock) of the release sequence on that atomic location
+        self._sync: dict[int, tuple[int, list[int]]] = {}
         self.checks = 0
 
     # -----------------------------------------------------------------------------------------
@@ -86,22 +86,25 @@ class RaceDetector:
 
     def atomic_sync(self, t: "VThread", addr: int, acquire: bool, release: bool,
                     write: bool, rmw: bool) -> None:
+        # _sync[addr] = (publisher, clock): publisher is the thread whose clock was copied, or
+        # -1 when the clock joins several. A thread's own clock only grows, so it dominates
+        # any clock it published itself: joining that again is skipped.
         sync = self._sync
-        if acquire:
-            c = sync.get(addr)
-            if c:
-                vc_join(t.vc, c)
+        entry = sync.get(addr)
+        ti = t.index
+        if acquire and entry is not None and entry[0] != ti:
+            vc_join(t.vc, entry[1])
         if write:
             if release:
                 c = list(t.vc)
-                if rmw:
-                    old = sync.get(addr)
-                    if old:
-                        vc_join(c, old)
-                sync[addr] = c
+                publisher = ti
+                if rmw and not acquire and entry is not None and entry[0] != ti:
+                    vc_join(c, entry[1])  # a release RMW continues the release sequence
+                    publisher = -1
+                sync[addr] = (publisher, c)
                 _tick(t)
             elif not rmw:
-                sync.pop(addr, None)
+                sync.pop(addr, None)  # a relaxed store ends the release sequence
 
     # -----------------------------------------------------------------------------------------
     # Accesses
