@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import ftlab.check
 from ftlab.config import Config
 from ftlab.runtime.pystate import Runtime
 from ftlab.scenarios import Scenario
@@ -43,21 +44,26 @@ class RunResult:
 
 def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
             race_locations: bool = False) -> RunResult:
+    if scenario.config:
+        config = replace(config, **scenario.config)     # what the scenario needs (debug hooks)
     rt = Runtime(config, race_locations=race_locations)
+    ftlab.check.install(rt)                             # checked-mode oracles
     m = rt.machine
     if scenario.setup is not None:
         scenario.setup(rt)
     for name, fn in scenario.threads:
-        rt.start_thread(fn, name=name)
+        rt.start_thread(fn, name=name, interpreter=scenario.interpreter)
         if m.violation is not None:
             break
     m.run(chooser)
-    if m.violation is None and scenario.check is not None:
+    if m.violation is None:
         try:
-            scenario.check(rt)
+            rt.observer.run_finished(rt)                # end-of-run oracles (leaks)
+            if scenario.check is not None:
+                scenario.check(rt)
         except ViolationError as e:
             m.fail(Violation(e.kind, e.message, m.steps, None, e.details))
-    stats: dict[str, Any] = {"switches": m.switches}
+    stats: dict[str, Any] = {"switches": m.switches, **rt.stats}
     if m.race is not None:
         stats["race_checks"] = m.race.checks
     return RunResult(

@@ -6,6 +6,16 @@ Nothing lives in module globals, so two runtimes never share anything.
 
 `ThreadState` is what a model thread's code receives as `t`. It wraps the machine's virtual
 thread; its awaitable methods are the scheduling points a thread can reach.
+
+The free-threaded thread-state machinery (pystate.c, ceval_gil.c): each thread state has an
+atomic status word (DETACHED, ATTACHED, SUSPENDED) and an eval-breaker word in simulated
+memory. A thread runs Python only while ATTACHED (and is then online in QSBR); `detach` is an
+extended quiescent state. `Runtime.stop_the_world` returns once every other linked thread is
+SUSPENDED: detached ones are parked by a CAS, attached ones by EVAL_PLEASE_STOP at their next
+`periodic_check`; a SUSPENDED thread cannot attach until `start_the_world`. Invariant: while
+the world is stopped, no thread but the requester is attached, so none touches refcounts, its
+heaps or its QSBR slot. Blocking waits of the runtime (`join`, `wait`, `lock` when contended)
+detach, as PyEvent and PyMutex do, so they never hold up a stop-the-world.
 """
 
 from __future__ import annotations
@@ -13,9 +23,19 @@ from __future__ import annotations
 import types
 from typing import Any, Awaitable, Callable, Coroutine
 
+from collections import Counter
+
 from ftlab.config import Config
+from ftlab.runtime import brc, qsbr
+from ftlab.runtime import object as _object
+from ftlab.runtime.mimalloc import init as _mi
+from ftlab.runtime.mimalloc.alloc import heap_malloc as _mi_heap_malloc
+from ftlab.runtime.mimalloc.free import mi_free as _mi_free
+from ftlab.runtime.mimalloc.types import HeapTag
 from ftlab.runtime.observer import Observer, Observers
-from ftlab.sim.machine import Machine, VThread
+from ftlab.sim.atomics import RELAXED, SEQ_CST
+from ftlab.sim.machine import DONE, Machine, VThread
+from ftlab.sim.memory import OS_PAGE_MASK, OS_PAGE_SIZE, Tag
 from ftlab.sim.race import RaceDetector
 from ftlab.sim.strategies import RoundRobin
 from ftlab.sim.sync import Event, Mutex
@@ -31,6 +51,21 @@ class Runtime:
         self.tstates: list[ThreadState] = []
         # The oracles' view of the runtime; a no-op until `add_observer`.
         self.observer: Observer = Observer()
+        # Interpreter state of pystate.c, ceval_gil.c and qsbr.c (one interpreter).
+        self.finalizing = False
+        # `interp->threads.head`: the linked thread states, newest first, under `head_lock`.
+        self.threads_head: list[ThreadState] = []
+        self.head_lock = Mutex(self.machine, "HEAD_LOCK")
+        self.stw = StopTheWorld(self.machine)
+        # What `_Py_HandlePending` runs after a stop request, in PENDING_ORDER (`add_pending`).
+        self.pending: list[PendingHook] = []
+        self.qsbr = qsbr.QsbrShared(self)
+        # Objects and biased reference counting (object.c, brc.c); run statistics by name.
+        self.stats: Counter[str] = Counter()
+        self.objects = _object.ObjectState(self)
+        self.brc = brc.BrcState(self)
+        # The interpreter's mimalloc state: arenas, segment map, abandoned pool (mimalloc/init.py).
+        self.mimalloc = _mi.MiRuntime(self)
 
     def add_observer(self, observer: Observer) -> None:
         if type(self.observer) is Observer:
@@ -57,19 +92,145 @@ class Runtime:
     def event(self, name: str = "event") -> Event:
         return Event(self.machine, name)
 
+    # -----------------------------------------------------------------------------------------
+    # Raw memory (`PyMem_RawCalloc`/`PyMem_RawFree`): the C library's allocator, not mimalloc,
+    # for the runtime's own structures (thread states, the QSBR array). Each allocation is a
+    # fresh page-aligned region, so an access after the free faults.
+
+    def raw_calloc(self, size: int) -> int:
+        size = (size + OS_PAGE_MASK) & ~OS_PAGE_MASK
+        addr = self.mem.reserve(size, OS_PAGE_SIZE)
+        self.mem.commit(addr, size)
+        return addr
+
+    def raw_free(self, addr: int) -> None:
+        self.mem.release(addr)
+
+    # -----------------------------------------------------------------------------------------
+    # Pending work of the eval breaker
+
+    def add_pending(self, name: str, fn: Callable[["ThreadState"], Awaitable[None]], *,
+                    bit: int = 0, when: Callable[["ThreadState"], bool] | None = None) -> None:
+        """Register what `_Py_HandlePending` runs for `name` (one of PENDING_ORDER): either
+        when eval-breaker `bit` is set (the bit is cleared first, as in C) or when `when(t)`
+        holds (3.14's `qsbr->should_process`, which has no bit of its own)."""
+        if name not in PENDING_ORDER:
+            raise ValueError(f"unknown pending work {name!r} (known: {', '.join(PENDING_ORDER)})")
+        if (bit == 0) == (when is None):
+            raise ValueError("pending work needs exactly one of an eval-breaker bit and `when`")
+        if any(h.name == name for h in self.pending):
+            raise ValueError(f"pending work {name!r} is already registered")
+        self.pending.append(PendingHook(name, fn, bit, when))
+        self.pending.sort(key=lambda h: PENDING_ORDER.index(h.name))
+
+    # -----------------------------------------------------------------------------------------
+    # Stop-the-world (`_PyEval_StopTheWorld` / `_PyEval_StartTheWorld`, pystate.c)
+
+    @property
+    def world_stopped(self) -> bool:
+        return self.stw.world_stopped
+
+    async def stop_the_world(self, requester: "ThreadState | None") -> None:
+        """`stop_the_world`: return once every other linked thread state is SUSPENDED.
+
+        Detached threads are parked by a CAS DETACHED -> SUSPENDED (so they cannot attach
+        until the world restarts); attached ones get EVAL_PLEASE_STOP and park themselves at
+        their next periodic check (`suspend`), and the last one to park notifies the requester.
+        C re-scans every 1 ms while it waits, to catch threads that detached in between; the
+        model has no clock, so a thread that detaches during a request pokes the requester
+        instead (`_StopEvent`), which then re-scans: the same states are reachable, without a
+        busy loop. `requester` (may be None, as in C) stays attached and is not waited for."""
+        stw = self.stw
+        await lock_detaching(requester, stw.mutex)
+        await self.head_lock.lock()
+        stw.requested = True
+        stw.thread_countdown = 0
+        stw.stop_event = _StopEvent(self.machine)
+        stw.requester = requester
+        for t in self.threads_head:
+            if t is not requester:
+                stw.thread_countdown += 1       # we don't wait on ourself
+        if stw.thread_countdown == 0:
+            await self.head_lock.unlock()
+            stw.world_stopped = True
+            self.machine.record(self.machine.current, "world stopped")
+            return
+        while True:
+            stopped_all = await self._park_detached_threads(stw)
+            await self.head_lock.unlock()
+            if stopped_all:
+                break
+            if await stw.stop_event.wait_timed(stw):
+                assert stw.thread_countdown == 0
+                break
+            await self.head_lock.lock()
+        stw.world_stopped = True
+        self.machine.record(self.machine.current, "world stopped")
+
+    async def _park_detached_threads(self, stw: "StopTheWorld") -> bool:
+        """`park_detached_threads` (under HEAD_LOCK): CAS each DETACHED thread to SUSPENDED,
+        ask each ATTACHED one to stop. True when this pass parked the last ones."""
+        mem = self.mem
+        num_parked = 0
+        for t in tuple(self.threads_head):
+            state = await mem.load(t.state_addr, 4, RELAXED)
+            if state == THREAD_DETACHED:
+                # Pairs with the CAS in `attach`: exactly one of them wins.
+                ok, _ = await mem.cas(t.state_addr, THREAD_DETACHED, THREAD_SUSPENDED, 4, SEQ_CST)
+                if ok:
+                    num_parked += 1
+            elif state == THREAD_ATTACHED and t is not stw.requester:
+                await set_eval_breaker_bit(t, EVAL_PLEASE_STOP_BIT)
+        stw.thread_countdown -= num_parked
+        assert stw.thread_countdown >= 0, "parked more threads than were counted"
+        return num_parked > 0 and stw.thread_countdown == 0
+
+    async def start_the_world(self, requester: "ThreadState | None") -> None:
+        """`start_the_world`: every other linked thread SUSPENDED -> DETACHED, unparked; they
+        re-attach on their own. Releases the stop-the-world mutex."""
+        stw = self.stw
+        assert stw.mutex.owner is self.machine.current, "start_the_world without stop_the_world"
+        assert requester is stw.requester, "start_the_world by another thread than the requester"
+        await self.head_lock.lock()
+        stw.requested = False
+        stw.world_stopped = False
+        for t in tuple(self.threads_head):
+            if t is not stw.requester:
+                assert t.peek_state() == THREAD_SUSPENDED, f"{t.name} runs in a stopped world"
+                # Pairs with the CAS in `attach` of the parked thread.
+                await self.mem.store(t.state_addr, THREAD_DETACHED, 4, SEQ_CST)
+                stw.unpark_all(t)
+        stw.requester = None
+        await self.head_lock.unlock()
+        self.machine.record(self.machine.current, "world started")
+        await stw.mutex.unlock()
+
     def start_thread(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any,
-                     name: str | None = None, parent: "ThreadState | None" = None) -> "ThreadState":
-        """Create a thread running `fn(tstate, *args)` (a plain call, for set-up)."""
-        holder: list[ThreadState] = []
+                     name: str | None = None, parent: "ThreadState | None" = None,
+                     interpreter: bool = True,
+                     tstate: "ThreadState | None" = None) -> "ThreadState":
+        """Create a thread running `fn(tstate, *args)` (a plain call, for set-up; model
+        threads start threads with `await t.spawn(...)`, which passes the `tstate` it
+        created).
+
+        In set-up nothing runs yet, so the thread state is created in the interpreter here
+        with plain steps (`new_threadstate`: QSBR slot, link); the thread then attaches as its
+        first step. `interpreter=False` makes a bare thread that never gets a thread state
+        (a C thread that never runs Python): the engine scenarios, which exercise the machine
+        alone, use it."""
+        if tstate is None:
+            tstate = ThreadState(self, None)
+            if interpreter:
+                tstate._new_threadstate_before_run()
+        ts = tstate
 
         def start(vt: VThread) -> Coroutine[Any, Any, Any]:
-            ts = ThreadState(self, vt)
-            holder.append(ts)
+            ts.vt = vt
             self.tstates.append(ts)
-            return _bootstrap(ts, fn, args)
+            return _bootstrap(ts, fn, args) if interpreter else fn(ts, *args)
 
         self.machine.spawn(start, name, parent=parent.vt if parent is not None else None)
-        return holder[0]
+        return ts
 
     def run_main(self, fn: Callable[["ThreadState"], Awaitable[Any]]) -> Any:
         """Run a one-thread program to completion and return its result."""
@@ -84,34 +245,73 @@ class Runtime:
 
 async def _bootstrap(ts: "ThreadState", fn: Callable[..., Coroutine[Any, Any, Any]],
                      args: tuple[Any, ...]) -> Any:
-    """`thread_run` in `Modules/_threadmodule.c`: bind the thread state, run, tear down.
+    """`thread_run` in `Modules/_threadmodule.c`: bind the thread state, attach, run, tear
+    down (`exit`, then `delete_current`).
     Teardown is awaited model code (it can reach scheduling points), so it is not in a
     `finally`: a violation ends the run where it happened."""
     ts.bind()
+    await ts.attach()       # PyEval_AcquireThread
     result = await fn(ts, *args)
+    assert ts.attached, f"{ts.name} returned while {ts.status}: a thread must end attached"
     await ts.exit()
+    await ts.delete_current()
     return result
 
 
 class ThreadState:
-    __slots__ = ("rt", "vt", "mem")
+    __slots__ = ("rt", "vt", "mem",
+                 # pystate.c / qsbr.c: `block` holds `state` and `eval_breaker` in simulated
+                 # memory (0 once the thread state is freed); `qsbr` is the thread's slot.
+                 "block", "qsbr",
+                 # object.c / brc.c: `tid` is `_Py_ThreadId()` (the thread state's address,
+                 # never reused), `ob_tid` of the objects it owns; `brc` its BRC queue.
+                 "tid", "brc",
+                 # mimalloc: the thread's tld and its four tagged heaps (`tstate->mimalloc`)
+                 "mimalloc")
 
-    def __init__(self, rt: Runtime, vt: VThread) -> None:
+    def __init__(self, rt: Runtime, vt: VThread | None) -> None:
         self.rt = rt
-        self.vt = vt
+        self.vt = vt        # None until the thread is spawned
         self.mem = rt.mem
+        self.block = rt.raw_calloc(TSTATE_SIZE)     # state DETACHED, no eval-breaker bit
+        self.qsbr: qsbr.QsbrThreadState | None = None
+        self.tid = self.block
+        self.brc = brc.BrcThreadState()
+        self.mimalloc: _mi.MiThreadState | None = None
 
     @property
     def name(self) -> str:
-        return self.vt.name
+        return self.vt.name if self.vt is not None else "(not started)"
 
     def bind(self) -> None:
         """Per-thread runtime state, before the thread's first step (`_PyThreadState_Bind`)."""
+        brc.init_thread(self)
+        self.mimalloc = _mi.tstate_mimalloc_bind(self.rt.mimalloc, self)   # tstate_mimalloc_bind
 
     async def exit(self) -> None:
-        """Thread teardown after its function returns (`PyThreadState_Clear` and
-        `_PyThreadState_DeleteCurrent`): the place where heaps are abandoned and the thread
-        leaves QSBR."""
+        """Thread teardown after its function returns (`PyThreadState_Clear`, still attached):
+        the place where heaps are abandoned. `delete_current` follows: the thread leaves QSBR
+        and the interpreter."""
+        await brc.remove_thread(self)           # first, as in PyThreadState_Clear
+        # last, as in PyThreadState_Clear: abandon the four heaps to the interpreter's pool
+        await _mi.tstate_clear_mimalloc_heaps(self.rt.mimalloc, self.mimalloc)
+
+    # -----------------------------------------------------------------------------------------
+    # PyMem (FT: mimalloc's MEM heap) and direct use of mimalloc heaps. Each returns an
+    # awaitable: the fast paths have no scheduling point, the generic ones do.
+
+    def malloc(self, size: int):
+        """`PyMem_Malloc`: `mi_heap_malloc` on the thread's MEM heap (`await t.malloc(n)`)."""
+        return _mi_heap_malloc(self.mimalloc.heaps[HeapTag.MEM], size)
+
+    def free(self, p: int):
+        """`PyMem_Free`: `mi_free(p)` (`await t.free(p)`)."""
+        return _mi_free(self.rt.mimalloc, p)
+
+    def heap_new(self):
+        """`mi_heap_new()` for this thread (`await t.heap_new()`): a heap whose `malloc(n)`,
+        `free(p)`, `collect(force)` and `delete()` drive the allocator directly."""
+        return _mi.thread_heap_new(self.mimalloc)
 
     @property
     def shared(self) -> Any:
@@ -120,11 +320,359 @@ class ThreadState:
     def yield_now(self):
         return self.vt.yield_now()
 
-    @types.coroutine
-    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any,
-              name: str | None = None):
-        yield
-        return self.rt.start_thread(fn, *args, name=name, parent=self)
+    async def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any,
+                    name: str | None = None) -> "ThreadState":
+        """Start a thread running `fn(new_tstate, *args)`: this thread creates the new thread
+        state in the interpreter (`new_threadstate`, which may stop the world to grow the QSBR
+        array), then the new thread starts and attaches."""
+        ts = ThreadState(self.rt, None)
+        await ts.new_threadstate(self)
+        return self.rt.start_thread(fn, *args, name=name, parent=self, tstate=ts)
 
-    def join(self, other: "ThreadState"):
-        return self.vt.join(other.vt)
+    async def wait(self, event: Event) -> None:
+        """`PyEvent_Wait`: detaches while it blocks (see `join`)."""
+        if event.is_set() or not self.attached:
+            await event.wait()
+            return
+        await self.detach()
+        await event.wait()
+        await self.attach()
+
+    async def join(self, other: "ThreadState") -> Any:
+        """Wait for `other` to finish. Like every blocking wait of the runtime (a PyEvent or a
+        lock wait with `detach`), it detaches while it blocks, so it never holds up a
+        stop-the-world; a thread already finished is joined without detaching."""
+        if other.vt.state == DONE or not self.attached:
+            return await self.vt.join(other.vt)
+        await self.detach()
+        result = await self.vt.join(other.vt)
+        await self.attach()
+        return result
+
+    async def lock(self, mutex: Mutex) -> None:
+        """`PyMutex_Lock`: detaches while it has to wait (see `lock_detaching`)."""
+        await lock_detaching(self, mutex)
+
+    # -----------------------------------------------------------------------------------------
+    # Status (pystate.c). `state` is an atomic int of the thread state: the thread itself moves
+    # ATTACHED <-> DETACHED/SUSPENDED; a stop-the-world requester moves DETACHED -> SUSPENDED
+    # and, when it restarts the world, SUSPENDED -> DETACHED.
+
+    @property
+    def state_addr(self) -> int:
+        return self.block + STATE_OFFSET
+
+    @property
+    def eval_breaker_addr(self) -> int:
+        return self.block + EVAL_BREAKER_OFFSET
+
+    def peek_state(self) -> int | None:
+        """The status word, for assertions and tests (not an access); None once deleted."""
+        return self.mem.raw_load(self.state_addr, 4) if self.block else None
+
+    @property
+    def status(self) -> str:
+        state = self.peek_state()
+        return "deleted" if state is None else STATE_NAMES[state]
+
+    @property
+    def attached(self) -> bool:
+        return self.peek_state() == THREAD_ATTACHED
+
+    def peek_eval_breaker(self) -> int:
+        return self.mem.raw_load(self.eval_breaker_addr, 8)
+
+    # -----------------------------------------------------------------------------------------
+    # Life cycle
+
+    async def new_threadstate(self, creator: "ThreadState") -> None:
+        """`new_threadstate`, run by the creating thread `creator` for this new thread state:
+        `_Py_qsbr_reserve` (the creator stops the world if the QSBR array must grow), link
+        into `interp->threads` under HEAD_LOCK (SUSPENDED if a stop-the-world is under way),
+        `_Py_qsbr_register`. The new thread attaches when it starts."""
+        rt = self.rt
+        index = await qsbr.reserve(rt, creator)
+        await rt.head_lock.lock()
+        if rt.stw.requested:
+            # init_threadstate: a plain store; nobody sees this thread state before the link.
+            self.mem.store_u32(self.state_addr, THREAD_SUSPENDED, Tag.META)
+        rt.threads_head.insert(0, self)
+        await rt.head_lock.unlock()
+        await qsbr.register(self, index, creator)
+
+    def _new_threadstate_before_run(self) -> None:
+        """`new_threadstate` for a thread made in set-up: no thread runs yet (the world is
+        trivially stopped), so it is plain."""
+        qsbr.reserve_and_register_before_run(self.rt, self)
+        self.rt.threads_head.insert(0, self)
+
+    async def delete_current(self) -> None:
+        """`_PyThreadState_DeleteCurrent` after `exit` (`PyThreadState_Clear`): leave QSBR,
+        unlink from the interpreter (an ongoing stop-the-world no longer waits for this thread),
+        give the QSBR slot back, free the thread state. The status stays ATTACHED until the
+        free, as in C."""
+        assert self.attached, f"{self.name} must be attached when its thread function returns"
+        rt = self.rt
+        await qsbr.detach(self.qsbr)
+        await rt.head_lock.lock()           # tstate_delete_common
+        rt.threads_head.remove(self)
+        if self.mem.load_u32(self.state_addr) != THREAD_SUSPENDED and rt.stw.requested:
+            await rt.stw.decrement_countdown()
+        await rt.head_lock.unlock()
+        await qsbr.unregister(self)
+        rt.raw_free(self.block)
+        self.block = 0
+
+    # -----------------------------------------------------------------------------------------
+    # Attach and detach (`_PyThreadState_Attach`, `_PyThreadState_Detach`,
+    # `_PyThreadState_Suspend`)
+
+    async def attach(self) -> None:
+        """CAS DETACHED -> ATTACHED; while the world is stopped (SUSPENDED) park until the
+        requester restarts it, then retry; then `_Py_qsbr_attach`."""
+        while True:
+            # Pairs with the CAS in `_park_detached_threads` and the store in
+            # `start_the_world`.
+            ok, state = await self.mem.cas(self.state_addr, THREAD_DETACHED, THREAD_ATTACHED,
+                                           4, SEQ_CST)
+            if ok:
+                break
+            assert state == THREAD_SUSPENDED, f"{self.name} attaches while {STATE_NAMES[state]}"
+            await self._park_while_suspended()
+        assert self.qsbr is not None, f"{self.name} attaches before it is registered with QSBR"
+        await qsbr.attach(self.qsbr)
+
+    @types.coroutine
+    def _park_while_suspended(self):
+        """`_PyParkingLot_Park(&tstate->state, SUSPENDED)`: sleep unless the state already
+        changed (the check and the enqueue are one step, as under the parking lot's bucket
+        lock); `start_the_world` unparks."""
+        yield
+        if self.mem.raw_load(self.state_addr, 4) == THREAD_SUSPENDED:
+            self.rt.stw.parked.append(self)
+            self.rt.machine.block(self.vt, "attach: the world is stopped")
+            yield
+
+    async def detach(self) -> None:
+        """`_PyThreadState_Detach`: an extended quiescent state; the thread must hold no pointer
+        obtained without a lock across it."""
+        await self._detach_thread(THREAD_DETACHED)
+
+    async def _detach_thread(self, detached_state: int) -> None:
+        """`detach_thread`: `_Py_qsbr_detach`, then the status store."""
+        assert self.attached, f"{self.name} detaches while {self.status}"
+        await qsbr.detach(self.qsbr)
+        await self.mem.store(self.state_addr, detached_state, 4, SEQ_CST)
+        if detached_state == THREAD_DETACHED:
+            self.rt.stw.stop_event.poke()   # stands for the requester's 1 ms re-scan
+
+    async def suspend(self) -> None:
+        """`_PyThreadState_Suspend`: detach into SUSPENDED if a stop-the-world is requested
+        (and count down its waiting requester), else into DETACHED."""
+        rt = self.rt
+        await rt.head_lock.lock()
+        requested = rt.stw.requested
+        await rt.head_lock.unlock()
+        if not requested:
+            await self._detach_thread(THREAD_DETACHED)
+            return
+        await self._detach_thread(THREAD_SUSPENDED)
+        await rt.head_lock.lock()
+        await rt.stw.decrement_countdown()
+        await rt.head_lock.unlock()
+
+    # -----------------------------------------------------------------------------------------
+    # The eval breaker (`_CHECK_PERIODIC`, `_Py_HandlePending` in ceval_gil.c)
+
+    async def periodic_check(self) -> None:
+        """The eval loop's periodic check: always a QSBR quiescent state, then
+        `_Py_HandlePending` if an event bit is set."""
+        assert self.attached, f"periodic check of {self.name} while {self.status}"
+        await qsbr.quiescent_state(self.qsbr)
+        if await self.mem.load(self.eval_breaker_addr, 8, RELAXED) & EVAL_EVENTS_MASK:
+            await self.handle_pending()
+
+    async def handle_pending(self) -> None:
+        """`_Py_HandlePending`, in C's order: a stop request (suspend, then attach, which waits
+        for the world to restart), then the registered pending work (PENDING_ORDER). Signals,
+        pending calls, the JIT, GIL drop requests and async exceptions are not modelled."""
+        breaker = await self.mem.load(self.eval_breaker_addr, 8, RELAXED)
+        if breaker & EVAL_PLEASE_STOP_BIT:
+            await unset_eval_breaker_bit(self, EVAL_PLEASE_STOP_BIT)
+            await self.suspend()
+            await self.attach()
+        for hook in self.rt.pending:
+            if hook.bit:
+                if breaker & hook.bit:
+                    await unset_eval_breaker_bit(self, hook.bit)
+                    await hook.fn(self)
+            elif hook.when(self):
+                await hook.fn(self)
+
+    # -----------------------------------------------------------------------------------------
+    # Objects and reference counts (object.c, pycore_object.h): see ftlab.runtime.object
+
+    object_malloc = _object.object_malloc
+    object_free = _object.object_free
+    new_object = _object.new_object
+    incref = _object.incref
+    decref = _object.decref
+    try_incref = _object.try_incref
+    try_incref_compare = _object.try_incref_compare
+    xget_ref = _object.xget_ref
+    new_ref_with_lock = _object.new_ref_with_lock
+    set_maybe_weakref = _object.set_maybe_weakref
+
+
+# ---------------------------------------------------------------------------------------------
+# Thread state layout and status (Include/cpython/pystate.h, pycore_ceval.h)
+
+THREAD_DETACHED = 0         # _Py_THREAD_DETACHED
+THREAD_ATTACHED = 1         # _Py_THREAD_ATTACHED
+THREAD_SUSPENDED = 2        # _Py_THREAD_SUSPENDED (3.14's SHUTTING_DOWN is not modelled)
+STATE_NAMES = ("detached", "attached", "suspended")
+
+STATE_OFFSET = 0            # int state
+EVAL_BREAKER_OFFSET = 8     # uintptr_t eval_breaker
+TSTATE_SIZE = 16
+
+# Eval-breaker event bits (`_PY_*_BIT`); the low 8 bits are events.
+GIL_DROP_REQUEST_BIT = 1 << 0
+SIGNALS_PENDING_BIT = 1 << 1
+CALLS_TO_DO_BIT = 1 << 2
+ASYNC_EXCEPTION_BIT = 1 << 3
+GC_SCHEDULED_BIT = 1 << 4
+EVAL_PLEASE_STOP_BIT = 1 << 5
+EVAL_EXPLICIT_MERGE_BIT = 1 << 6
+EVAL_JIT_INVALIDATE_COLD_BIT = 1 << 7     # 3.14
+EVAL_EVENTS_MASK = 0xFF
+
+# The work `_Py_HandlePending` does after a stop request, in its order: BRC merges
+# (EVAL_EXPLICIT_MERGE_BIT), 3.14's delayed-free processing (`qsbr->should_process`, no bit),
+# the GC (GC_SCHEDULED_BIT). Mechanisms register theirs with `Runtime.add_pending`.
+PENDING_ORDER = ("explicit_merge", "process_delayed", "gc")
+
+
+class PendingHook:
+    __slots__ = ("name", "fn", "bit", "when")
+
+    def __init__(self, name: str, fn: Callable[["ThreadState"], Awaitable[None]], bit: int,
+                 when: Callable[["ThreadState"], bool] | None) -> None:
+        self.name = name
+        self.fn = fn
+        self.bit = bit
+        self.when = when
+
+
+async def set_eval_breaker_bit(t: ThreadState, bit: int) -> None:
+    """`_Py_set_eval_breaker_bit`: an atomic OR, from any thread."""
+    await t.mem.fetch_or(t.eval_breaker_addr, bit, 8, SEQ_CST)
+
+
+async def unset_eval_breaker_bit(t: ThreadState, bit: int) -> None:
+    """`_Py_unset_eval_breaker_bit`: an atomic AND."""
+    await t.mem.fetch_and(t.eval_breaker_addr, ~bit & _UINTPTR_MASK, 8, SEQ_CST)
+
+
+_UINTPTR_MASK = (1 << 64) - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Stop-the-world state and PyMutex's detaching wait
+
+class StopTheWorld:
+    """`struct _stoptheworld_state` of the interpreter. The model has one interpreter, so the
+    global variant and the runtime's `stoptheworld_mutex` RW lock are not modelled.
+    `requested`, `thread_countdown` and `requester` are protected by HEAD_LOCK; `parked` lists
+    the thread states parked in `attach` (the parking lot's queue on their status words)."""
+
+    __slots__ = ("machine", "mutex", "requested", "world_stopped", "thread_countdown",
+                 "requester", "stop_event", "parked")
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.mutex = Mutex(machine, "stoptheworld.mutex")
+        self.requested = False
+        self.world_stopped = False
+        self.thread_countdown = 0
+        self.requester: ThreadState | None = None
+        self.stop_event = _StopEvent(machine)
+        self.parked: list[ThreadState] = []
+
+    async def decrement_countdown(self) -> None:
+        """`decrement_stoptheworld_countdown` (under HEAD_LOCK): the last thread to park wakes
+        the requester."""
+        assert self.thread_countdown > 0, "more threads parked than the requester waits for"
+        self.thread_countdown -= 1
+        if self.thread_countdown == 0:
+            await self.stop_event.notify()
+
+    def unpark_all(self, t: ThreadState) -> None:
+        """`_PyParkingLot_UnparkAll(&t->state)`."""
+        if t in self.parked:
+            self.parked.remove(t)
+            self.machine.wake(t.vt)
+
+
+class _StopEvent:
+    """`stw->stop_event`: a PyEvent the requester waits on with a 1 ms timeout, after which
+    it re-scans. Without a clock, the timeout is modelled by `poke`: a thread that detaches
+    while a stop is requested wakes the requester for a re-scan (a re-scan at any other moment
+    changes nothing). `wait_timed` returns True when the event was set, False on a poke."""
+
+    __slots__ = ("machine", "flag", "clock", "waiter", "poked")
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.flag = False
+        self.clock: list[int] | None = None
+        self.waiter: VThread | None = None
+        self.poked = False
+
+    @types.coroutine
+    def notify(self):
+        yield
+        m = self.machine
+        self.flag = True
+        if m.race is not None:
+            self.clock = m.race.release(m.current)
+        if self.waiter is not None:
+            m.wake(self.waiter)
+
+    def poke(self) -> None:
+        self.poked = True
+        if self.waiter is not None:
+            self.machine.wake(self.waiter)
+
+    @types.coroutine
+    def wait_timed(self, stw: StopTheWorld):
+        yield
+        m = self.machine
+        t = m.current
+        while not self.flag and not self.poked:
+            self.waiter = t
+            m.block(t, f"stop-the-world: {stw.thread_countdown} thread(s) to park")
+            yield
+        self.waiter = None
+        if self.flag:
+            if m.race is not None:
+                m.race.acquire(t, self.clock)
+            return True
+        self.poked = False
+        return False
+
+
+async def lock_detaching(t: ThreadState | None, mutex: Mutex) -> None:
+    """`PyMutex_Lock`: an attached thread that has to wait for `mutex` detaches while it waits
+    (`_PyParkingLot_Park(..., detach=1)`), so a stop-the-world is not held up by it; it
+    re-attaches once it holds the mutex (C's hand-off path). HEAD_LOCK is taken with
+    `_Py_LOCK_DONT_DETACH` and uses `Mutex.lock` directly."""
+    if t is None or not t.attached:
+        await mutex.lock()
+        return
+    if await mutex.try_lock():
+        return
+    await t.detach()
+    await mutex.lock()
+    await t.attach()
+

@@ -27,6 +27,11 @@ class Scenario:
     dfs_bound: int | None = 2
     # estimated decisions per run, for PCT's change points
     pct_steps: int = 50
+    # Config fields the scenario needs, applied over the run's config (debug_allocator=True)
+    config: dict[str, Any] = field(default_factory=dict)
+    # False: bare threads with no thread state (the engine scenarios, which exercise the
+    # machine alone); True: each thread is a Python thread attached to the interpreter.
+    interpreter: bool = True
 
 
 class UnknownName(KeyError):
@@ -35,10 +40,10 @@ class UnknownName(KeyError):
 
 
 def catalog() -> dict[str, Scenario]:
-    from ftlab.scenarios import engine
+    from ftlab.scenarios import engine, mimalloc_stress, refcount
 
     scenarios: dict[str, Scenario] = {}
-    for module in (engine,):
+    for module in (engine, refcount, mimalloc_stress):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios

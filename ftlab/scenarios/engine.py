@@ -65,6 +65,7 @@ LOST_UPDATE = Scenario(
     mutations={"unsync-rmw": ("check",)},
     dfs_bound=None,
     pct_steps=8,
+    interpreter=False,
 )
 
 
@@ -100,6 +101,7 @@ LOCK_ORDER = Scenario(
     mutations={"lock-order-inversion": ("deadlock",)},
     dfs_bound=None,
     pct_steps=8,
+    interpreter=False,
 )
 
 
@@ -146,6 +148,7 @@ MESSAGE_PASSING = Scenario(
     mutations={"relaxed-message": ("data-race",)},
     dfs_bound=None,
     pct_steps=6,
+    interpreter=False,
 )
 
 

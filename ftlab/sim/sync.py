@@ -32,6 +32,14 @@ class Mutex:
     def locked(self) -> bool:
         return self.owner is not None
 
+    def _take(self, t: "VThread") -> None:
+        m = self.machine
+        self.owner = t
+        if m.race is not None:
+            m.race.acquire(t, self.clock)
+        if m.trace is not None:
+            m.record(t, f"lock {self.name}")
+
     @types.coroutine
     def lock(self):
         yield
@@ -43,11 +51,16 @@ class Mutex:
             self.waiters.append(t)
             m.block(t, f"{self.name} (held by {self.owner.label})")
             yield
-        self.owner = t
-        if m.race is not None:
-            m.race.acquire(t, self.clock)
-        if m.trace is not None:
-            m.record(t, f"lock {self.name}")
+        self._take(t)
+
+    @types.coroutine
+    def try_lock(self):
+        """One step: take the mutex if it is free (`_PyMutex_TryLock`); never blocks."""
+        yield
+        if self.owner is not None:
+            return False
+        self._take(self.machine.current)
+        return True
 
     @types.coroutine
     def unlock(self):

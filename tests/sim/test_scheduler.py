@@ -289,3 +289,23 @@ def _explore_one(strategy, i):
     _program(m, [3, 3, 3])
     m.run(strategy.execution(i))
     return m.choices
+
+
+def test_try_lock_takes_a_free_mutex_and_refuses_a_held_one():
+    m = Machine(race=RaceDetector())
+    mu = Mutex(m, "mu")
+    got = {}
+
+    async def first(t):
+        got["first"] = await mu.try_lock()
+        await t.yield_now()
+        await mu.unlock()
+
+    async def second(t):
+        got["second"] = await mu.try_lock()
+
+    m.spawn(first)
+    m.spawn(second)
+    m.run(Replay([0, 1]).execution(0))
+    assert m.violation is None
+    assert got == {"first": True, "second": False}
