@@ -43,6 +43,9 @@ class ConfigError(ValueError):
 class Config:
     version: str = "3.14"
     debug_allocator: bool = False
+    # CPython's Py_DEBUG build: mimalloc with MI_DEBUG=2 (8-byte padding, debug fills,
+    # encoded free lists, its own double-free and overflow checks).
+    pydebug: bool = False
     mutations: frozenset[str] = field(default_factory=frozenset)
     # Oracles that run at every step (heap-integrity and the like); off for pure measurement.
     checked: bool = True

@@ -1,0 +1,22 @@
+"""Oracles (DESIGN §5): ghost state and invariants, observing the runtime through its events.
+
+`install(rt)` adds the oracles of checked mode (`Config.checked`) to a runtime; the explorer
+calls it for every execution. Each oracle module has its own `install`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftlab.runtime.pystate import Runtime
+
+
+def install(rt: "Runtime") -> None:
+    """Install the oracles of checked mode on `rt` (nothing if `rt.config.checked` is off)."""
+    if not rt.config.checked:
+        return
+    from ftlab.check import heap
+    heap.install(rt)
+    from ftlab.check import refcount
+    refcount.install(rt)

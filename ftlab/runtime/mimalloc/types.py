@@ -12,6 +12,10 @@ module constant: it lives on the frozen `MiBuild`. CPython's release build is `M
 and its `Py_DEBUG` build `MiBuild(debug=2)` (`Include/internal/pycore_mimalloc.h`). `MI_SECURE` is
 0 in every CPython build and is not modelled.
 
+The structs (`Page` = `mi_page_t` = `mi_slice_t`, `PageQueue`, `SpanQueue`, `Segment`,
+`SegmentsTld`, `Tld`, `Heap`, CPython's `AbandonedPool`) are at the end, with the offsets of the
+fields the model keeps in simulated memory (the atomics; see the comment above the structs).
+
 Beware the stale comments in the real types.h: 64-bit segments have 512 slices (not 1024), the
 small-object limit is 16 KiB (not 8 KiB), the large-object limit 16 MiB (not 32 MiB) and the
 maximum slice offset 255 (not 15). The derived values below are the right ones.
@@ -297,6 +301,296 @@ class MiBuild:
         isize = _align_up(self.sizeof_segment(free_threaded), MI_OS_PAGE_SIZE)
         return _align_up(isize, MI_SEGMENT_SLICE_SIZE) // MI_SEGMENT_SLICE_SIZE
 
+    # Offsets of the fields the model keeps in simulated memory: the words that are accessed
+    # with atomics (so that every CAS is a scheduling point the race detector sees).
+
+    @property
+    def page_offset_xthread_free(self) -> int:
+        """`offsetof(mi_page_t, xthread_free)`: 40, or 56 after the `keys` of padding builds."""
+        keys = _MI_PAGE_KEYS_SIZE if (self.encode_freelist or self.padding) else 0
+        return _MI_PAGE_HEAD_SIZE + keys
+
+    @property
+    def page_offset_xheap(self) -> int:
+        """`offsetof(mi_page_t, xheap)`."""
+        return self.page_offset_xthread_free + MI_INTPTR_SIZE
+
+    @property
+    def heap_offset_thread_delayed_free(self) -> int:
+        """`offsetof(mi_heap_t, thread_delayed_free)`: 2840, or 2848 with padding."""
+        return (MI_INTPTR_SIZE + self.pages_direct * MI_INTPTR_SIZE
+                + (MI_BIN_FULL + 1) * _MI_PAGE_QUEUE_SIZE)
+
+    @property
+    def heap_offset_thread_id(self) -> int:
+        """`offsetof(mi_heap_t, thread_id)`."""
+        return self.heap_offset_thread_delayed_free + MI_INTPTR_SIZE
+
+
+# offsetof(mi_segment_t, ...) of the header words the model keeps in simulated memory.
+MI_SEGMENT_OFFSET_ABANDONED_NEXT = 24 + 8 + MI_SIZE_SIZE + 8 + 2 * _MI_COMMIT_MASK_SIZE  # 176
+MI_SEGMENT_OFFSET_COOKIE = MI_SEGMENT_OFFSET_ABANDONED_NEXT + 5 * MI_INTPTR_SIZE  # 216
+MI_SEGMENT_OFFSET_THREAD_ID = _MI_SEGMENT_HEAD_SIZE - MI_SIZE_SIZE  # 256
+MI_SEGMENT_OFFSET_SLICES = _MI_SEGMENT_HEAD_SIZE  # 264
 
 RELEASE_BUILD = MiBuild(debug=0)  # CPython release builds (MI_DEBUG 0)
 PYDEBUG_BUILD = MiBuild(debug=2)  # CPython Py_DEBUG builds (MI_DEBUG 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Tuning options (`src/options.c` defaults; CPython sets none) and other constants
+# --------------------------------------------------------------------------------------------
+
+MI_OPTION_PURGE_DELAY = 10  # ms before freed span memory is purged (decommitted)
+MI_OPTION_PURGE_EXTEND_DELAY = 1  # ms added per further free
+MI_OPTION_ARENA_PURGE_MULT = 10  # arena blocks are purged after PURGE_DELAY * this
+MI_OPTION_MAX_SEGMENT_RECLAIM = 8  # clamped to 8..1024: segments popped per reclaim attempt
+MI_OPTION_ABANDONED_PAGE_PURGE = False
+MI_ARENA_RESERVE = 1 * MI_GiB  # `arena_reserve`: the first arena; its blocks are segments
+MI_MAX_ARENAS = 112
+
+# segment.c: the abandoned list head carries an ABA tag in the low bits of the aligned pointer.
+MI_TAGGED_MASK = MI_SEGMENT_MASK
+
+# CPython's `mi_abandoned_pool_t` (types.h): five atomics, each on its own 64-byte line.
+MI_CACHE_LINE = 64
+MI_POOL_OFFSET_ABANDONED_VISITED = 0 * MI_CACHE_LINE
+MI_POOL_OFFSET_ABANDONED = 1 * MI_CACHE_LINE
+MI_POOL_OFFSET_ABANDONED_COUNT = 2 * MI_CACHE_LINE
+MI_POOL_OFFSET_ABANDONED_VISITED_COUNT = 3 * MI_CACHE_LINE
+MI_POOL_OFFSET_ABANDONED_READERS = 4 * MI_CACHE_LINE
+MI_POOL_SIZE = 5 * MI_CACHE_LINE
+
+
+class MiCollect(enum.IntEnum):
+    """`mi_collect_t` (heap.c)."""
+
+    MI_NORMAL = 0
+    MI_FORCE = 1
+    MI_ABANDON = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Structs
+#
+# The model keeps the metadata of pages, segments and heaps in Python objects with __slots__
+# (fast, readable), except for the words that other threads access with atomics: a page's
+# `xthread_free` and `xheap`, a segment's `thread_id` and `abandoned_next`, a heap's
+# `thread_delayed_free` and the abandoned pool. Those live in simulated memory at their real
+# offsets (`page.tf_addr`, `segment.base + MI_SEGMENT_OFFSET_THREAD_ID`, ...), so every CAS on
+# them is a scheduling point and the race detector sees every access. Where owner-only code
+# reads such a word with a relaxed load that no other thread can change under it (`xheap`,
+# `thread_id`), a Python mirror next to the word (`page.heap`, `segment.thread_id`) is kept
+# equal to it and read instead; the heap-integrity checks compare the two.
+# --------------------------------------------------------------------------------------------
+
+
+class Page:
+    """`mi_page_t`, which is also `mi_slice_t`: one entry of a segment's `slices[]` array.
+
+    The entry at index `index` describes the 64 KiB at `segment.base + index * 64 KiB`. A page
+    in use is described by its first slice; the following entries (up to 255) and the last one
+    point back to it. Differences from the C struct: `slice_offset` counts entries, not bytes;
+    `flags` is the `full_aligned` byte (bit 0 `in_full`, bit 1 `has_aligned`); `keys` are two
+    fields; `heap` mirrors `xheap` (which is in memory at `xheap_addr`); `xthread_free` exists
+    only in memory (at `tf_addr`); `qsbr_goal` and `qsbr_linked` are CPython's FT fields.
+    """
+
+    __slots__ = (
+        "slice_count", "slice_offset",
+        "is_committed", "is_zero_init", "use_qsbr", "tag", "debug_offset",
+        "capacity", "reserved", "flags", "free_is_zero", "retire_expire",
+        "free", "used", "xblock_size", "local_free",
+        "keys0", "keys1",
+        "heap", "next", "prev",
+        "qsbr_goal", "qsbr_linked",
+        # model: where this entry is
+        "segment", "index", "addr", "tf_addr", "xheap_addr",
+    )
+
+    def __init__(self, segment: "Segment | None", index: int, addr: int, build: MiBuild) -> None:
+        self.slice_count = 0
+        self.slice_offset = 0
+        self.is_committed = False
+        self.is_zero_init = False
+        self.use_qsbr = False
+        self.tag = 0
+        self.debug_offset = 0
+        self.capacity = 0
+        self.reserved = 0
+        self.flags = 0
+        self.free_is_zero = False
+        self.retire_expire = 0
+        self.free = 0
+        self.used = 0
+        self.xblock_size = 0
+        self.local_free = 0
+        self.keys0 = 0
+        self.keys1 = 0
+        self.heap: Heap | None = None
+        self.next: Page | None = None
+        self.prev: Page | None = None
+        self.qsbr_goal = 0
+        self.qsbr_linked = False
+        self.segment = segment
+        self.index = index
+        self.addr = addr
+        self.tf_addr = addr + build.page_offset_xthread_free
+        self.xheap_addr = addr + build.page_offset_xheap
+
+    def __repr__(self) -> str:
+        base = self.segment.base if self.segment is not None else 0
+        return (f"<page {base:#x}[{self.index}] x{self.slice_count} bsize={self.xblock_size} "
+                f"used={self.used}/{self.capacity}/{self.reserved}>")
+
+
+class PageQueue:
+    """`mi_page_queue_t`: a doubly linked list of pages of one block size (`bin`)."""
+
+    __slots__ = ("first", "last", "block_size", "bin")
+
+    def __init__(self, block_size: int, bin_: int) -> None:
+        self.first: Page | None = None
+        self.last: Page | None = None
+        self.block_size = block_size
+        self.bin = bin_
+
+    def __repr__(self) -> str:
+        return f"<queue {self.bin} bsize={self.block_size}>"
+
+
+class SpanQueue:
+    """`mi_span_queue_t`: free spans of up to `slice_count` slices, linked through the first
+    slice's `next`/`prev`."""
+
+    __slots__ = ("first", "last", "slice_count")
+
+    def __init__(self, slice_count: int) -> None:
+        self.first: Page | None = None
+        self.last: Page | None = None
+        self.slice_count = slice_count
+
+
+class MemId:
+    """`mi_memid_t`: where a segment's memory came from (an arena block range here)."""
+
+    __slots__ = ("arena", "block_index", "block_count", "is_pinned", "initially_committed",
+                 "initially_zero")
+
+    def __init__(self, arena: object, block_index: int, block_count: int) -> None:
+        self.arena = arena
+        self.block_index = block_index
+        self.block_count = block_count
+        self.is_pinned = False
+        self.initially_committed = False
+        self.initially_zero = False
+
+
+class Segment:
+    """`mi_segment_t`. `thread_id` mirrors the atomic word at `MI_SEGMENT_OFFSET_THREAD_ID`
+    (0 = abandoned); `abandoned_next` exists only in memory. `commit_mask` and `purge_mask` are
+    512-bit Python ints, one bit per 64 KiB. `slices` is created lazily (an entry that was never
+    written reads as all zeros, as the zeroed header does in C)."""
+
+    __slots__ = (
+        "mi", "base", "memid", "allow_decommit", "allow_purge", "segment_size",
+        "purge_expire", "purge_mask", "commit_mask", "used", "abandoned", "abandoned_visits",
+        "cookie", "segment_slices", "segment_info_slices", "kind", "slice_entries",
+        "thread_id", "slices",
+    )
+
+    def __init__(self, mi: object, base: int) -> None:
+        self.mi = mi
+        self.base = base
+        self.memid: MemId | None = None
+        self.allow_decommit = True
+        self.allow_purge = True
+        self.segment_size = 0
+        self.purge_expire = 0
+        self.purge_mask = 0
+        self.commit_mask = 0
+        self.used = 0
+        self.abandoned = 0
+        self.abandoned_visits = 0
+        self.cookie = 0
+        self.segment_slices = 0
+        self.segment_info_slices = 0
+        self.kind = MiSegmentKind.MI_SEGMENT_NORMAL
+        self.slice_entries = 0
+        self.thread_id = 0
+        self.slices: list[Page | None] = [None] * (MI_SLICES_PER_SEGMENT + 1)
+
+    def __repr__(self) -> str:
+        return f"<segment {self.base:#x} used={self.used} abandoned={self.abandoned} tid={self.thread_id}>"
+
+
+class SegmentsTld:
+    """`mi_segments_tld_t`: the span queues of all segments of one thread, size tracking, and
+    (CPython) the abandoned pool the thread's segments go to."""
+
+    __slots__ = ("spans", "count", "peak_count", "current_size", "peak_size", "abandoned", "tld")
+
+    def __init__(self, tld: "Tld", pool: "AbandonedPool") -> None:
+        # The bounds of MI_SEGMENT_SPAN_QUEUES_EMPTY (init.c): bin b holds spans up to these.
+        bounds = (1, 1, 2, 3, 4, 5, 6, 7, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96,
+                  112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
+        assert len(bounds) == MI_SEGMENT_BIN_MAX + 1
+        self.spans = [SpanQueue(n) for n in bounds]
+        self.count = 0
+        self.peak_count = 0
+        self.current_size = 0
+        self.peak_size = 0
+        self.abandoned = pool
+        self.tld = tld
+
+
+class Tld:
+    """`mi_tld_t`: thread-local allocator data. In CPython FT each thread state owns one
+    (`tstate->mimalloc.tld`), its backing heap is the MEM heap, and all its heaps share its
+    segments. `tstate` and `thread_id` are the model's link to the owning thread."""
+
+    __slots__ = ("mi", "heartbeat", "recurse", "heap_backing", "heaps", "segments", "stats",
+                 "tstate", "thread_id")
+
+    def __init__(self, mi: object, pool: "AbandonedPool", tstate: object, thread_id: int) -> None:
+        self.mi = mi
+        self.heartbeat = 0
+        self.recurse = False
+        self.heap_backing: Heap | None = None
+        self.heaps: Heap | None = None
+        self.segments = SegmentsTld(self, pool)
+        self.stats: dict[str, int] = {}
+        self.tstate = tstate
+        self.thread_id = thread_id
+
+
+class Heap:
+    """`mi_heap_t`. The record lives in simulated memory at `addr` (a tstate heap in the
+    runtime's metadata area, a `mi_heap_new` heap in a block of the backing heap); of its fields
+    only `thread_delayed_free` (at `tdf_addr`) and `thread_id` are kept there."""
+
+    __slots__ = (
+        "mi", "tld", "addr", "tdf_addr", "pages_free_direct", "pages", "thread_id",
+        "arena_id", "cookie", "keys0", "keys1", "random", "page_count", "page_retired_min",
+        "page_retired_max", "next", "no_reclaim", "tag", "debug_offset", "page_use_qsbr",
+        "deleted",
+    )
+
+    def __repr__(self) -> str:
+        return f"<heap tag={self.tag} tid={self.thread_id} at {self.addr:#x}>"
+
+
+class AbandonedPool:
+    """CPython's `mi_abandoned_pool_t` (one per interpreter): the lock-free list of abandoned
+    segments and its companions, all atomics in simulated memory at `addr`."""
+
+    __slots__ = ("addr", "abandoned_visited", "abandoned", "abandoned_count",
+                 "abandoned_visited_count", "abandoned_readers")
+
+    def __init__(self, addr: int) -> None:
+        self.addr = addr
+        self.abandoned_visited = addr + MI_POOL_OFFSET_ABANDONED_VISITED
+        self.abandoned = addr + MI_POOL_OFFSET_ABANDONED
+        self.abandoned_count = addr + MI_POOL_OFFSET_ABANDONED_COUNT
+        self.abandoned_visited_count = addr + MI_POOL_OFFSET_ABANDONED_VISITED_COUNT
+        self.abandoned_readers = addr + MI_POOL_OFFSET_ABANDONED_READERS

@@ -1,0 +1,146 @@
+"""The strategy portfolio of a campaign row, and the plan of its batches.
+
+A row (one scenario under one set of mutations) is explored by several strategies. Each
+strategy gets an equal share of the row's budget, cut into batches of `batch` executions, and
+the batches of all strategies are interleaved round-robin into one canonical order:
+
+    random[0:20] pct:1[0:20] pct:2[0:20] pct:3[0:20] dfs:2[0:20] random[20:40] ...
+
+Everything a campaign reports — schedules run, schedules to first detection, which strategy
+found it — is counted in this canonical order, so the answer does not depend on how many
+workers ran the batches, on which finished first, or on how batches were grouped into tasks.
+
+Seeded strategies (random, pct) run execution i as a pure function of (seed, i), so their
+batches are independent. DFS keeps a frontier; its batches form a chain, each starting from
+the frontier the previous one left (`dfs_state` / `dfs_restore`), and once DFS has exhausted
+its space its remaining batches are void (they run nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+
+from ftlab.sim.strategies import DFS, PCT, Random, Strategy
+
+# Schedules per row when `--budget` is not given, and executions per batch (the granularity of
+# the canonical interleaving; changing it changes which schedules a row runs).
+DEFAULT_BUDGET = 1000
+DEFAULT_BATCH = 20
+
+
+class ExploreError(ValueError):
+    """Bad input to a campaign: one line for the user, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategy specs
+
+@dataclass(frozen=True, order=True)
+class StrategySpec:
+    """`random`, `pct:DEPTH` or `dfs[:BOUND]`, as written on the command line."""
+
+    kind: str
+    param: int | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.param is None else f"{self.kind}:{self.param}"
+
+    @property
+    def chained(self) -> bool:
+        """True when batches depend on the previous batch (DFS's frontier)."""
+        return self.kind == "dfs"
+
+    def make(self, seed: int, pct_steps: int) -> Strategy:
+        if self.kind == "random":
+            return Random(seed)
+        if self.kind == "pct":
+            return PCT(seed, depth=self.param or 1, steps=pct_steps)
+        return DFS(preemption_bound=self.param)
+
+
+def parse_spec(text: str) -> StrategySpec:
+    name, colon, arg = text.strip().partition(":")
+    param: int | None = None
+    if colon:
+        try:
+            param = int(arg)
+        except ValueError:
+            raise ExploreError(f"bad strategy parameter {arg!r} in {text!r}: expected a whole number") from None
+        if param < 0:
+            raise ExploreError(f"bad strategy parameter {arg!r} in {text!r}: must not be negative")
+    if name == "random":
+        if colon:
+            raise ExploreError(f"strategy 'random' takes no parameter (got {text!r}); use --seed")
+        return StrategySpec("random")
+    if name == "pct":
+        if param is None:
+            param = 2
+        if param < 1:
+            raise ExploreError(f"PCT depth must be at least 1, not {param}")
+        return StrategySpec("pct", param)
+    if name == "dfs":
+        return StrategySpec("dfs", param)
+    if name in ("roundrobin", "rr", "replay"):
+        raise ExploreError(f"strategy {name!r} runs a single schedule: use `ftlab run` or `ftlab replay`")
+    raise ExploreError(f"unknown strategy {text!r} (known: random, pct:DEPTH, dfs[:BOUND])")
+
+
+def default_portfolio(scenario) -> list[StrategySpec]:
+    """Random, PCT with depths 1-3 and, where the scenario says its space is small enough, a
+    DFS bounded by `scenario.dfs_bound` preemptions."""
+    specs = [StrategySpec("random"), StrategySpec("pct", 1), StrategySpec("pct", 2),
+             StrategySpec("pct", 3)]
+    if scenario.dfs_bound is not None:
+        specs.append(StrategySpec("dfs", scenario.dfs_bound))
+    return specs
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch plan of a row
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    seq: int
+    strategy: int  # index into the row's portfolio
+    start: int     # first execution index of that strategy
+    count: int
+
+
+def plan_batches(n_strategies: int, budget: int, batch: int) -> list[PlannedBatch]:
+    """Equal shares of `budget` (the first strategies get the remainder), cut into batches and
+    interleaved round-robin."""
+    shares = [budget // n_strategies + (1 if s < budget % n_strategies else 0)
+              for s in range(n_strategies)]
+    plan: list[PlannedBatch] = []
+    start = 0
+    while True:
+        added = False
+        for s, share in enumerate(shares):
+            if start < share:
+                plan.append(PlannedBatch(len(plan), s, start, min(batch, share - start)))
+                added = True
+        if not added:
+            return plan
+        start += batch
+
+
+# ---------------------------------------------------------------------------------------------
+# DFS frontier as bytes (so a chain can cross processes and survive an interrupt)
+
+def dfs_state(dfs: DFS) -> bytes:
+    state = {"levels": dfs._levels, "level": dfs._level, "executions": dfs.executions,
+             "pruned": dfs.pruned}
+    return zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 6)
+
+
+def dfs_restore(bound: int | None, blob: bytes | None) -> DFS:
+    dfs = DFS(preemption_bound=bound)
+    if blob:
+        state = json.loads(zlib.decompress(blob))
+        dfs._levels = [[tuple(p) for p in level] for level in state["levels"]]
+        dfs._level = state["level"]
+        dfs.executions = state["executions"]
+        dfs.pruned = state["pruned"]
+    return dfs
