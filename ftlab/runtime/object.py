@@ -241,23 +241,19 @@ class ObjectState:
 
 def _peek(mem, addr: int, width: int) -> int:
     """A relaxed load of a word only its owner writes (`ob_tid`, `ob_ref_local`)."""
-    return mem.raw_load(addr, width)
+    return mem.peek(addr, width)
 
 
 def _peek_shared(mem, op: int) -> int:
     """The relaxed load of `ob_ref_shared` that starts a CAS loop whose every decision is
     taken again on the value the CAS observes: when it happens does not matter (a stale value
     only fails the CAS), so it is not a scheduling point of its own."""
-    return mem.raw_load(op + OB_REF_SHARED, 8)
+    return mem.peek(op + OB_REF_SHARED, 8)
 
 
 def _init_store(mem, addr: int, width: int, value: int) -> None:
     """A relaxed store into a new object nobody else can reach yet (`new_reference`)."""
-    m = mem.machine
-    if m.race is not None:
-        m.race.access(addr, width, True, True)
-        m.race.atomic_sync(m.current, addr, False, False, True, False)
-    mem.raw_store(addr, width, value, Tag.HEADER)
+    mem.store_unpublished(addr, value, width, Tag.HEADER)
 
 
 @types.coroutine

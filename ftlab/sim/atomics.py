@@ -167,6 +167,24 @@ class Memory(AddressSpace):
             self._note("cas", addr, order, f"{old:#x} -> {desired & mask:#x}")
         return True, old
 
+    # Atomic accesses that are not scheduling points. Sound only where the moment of the access
+    # cannot change what the program does; each caller says why in its own words.
+
+    def peek(self, addr: int, width: int = 8) -> int:
+        """A relaxed load whose timing does not matter: of a word only the loading thread
+        writes, or one whose value a later CAS checks again. Not reported to the race
+        detector (a stale peek of freed memory is what lock-free readers do by design)."""
+        return self.raw_load(addr, width)
+
+    def store_unpublished(self, addr: int, value: int, width: int = 8, tag: Tag = Tag.META) -> None:
+        """A relaxed store into memory no other thread can reach yet (a new object before it
+        is published): an atomic for the race detector, not a scheduling point."""
+        m = self.machine
+        if m.race is not None:
+            m.race.access(addr, width, True, True)
+            m.race.atomic_sync(m.current, addr, False, False, True, False)
+        self.raw_store(addr, width, value, tag)
+
     load_relaxed = partialmethod(load, order=RELAXED)
     load_acquire = partialmethod(load, order=ACQUIRE)
     store_relaxed = partialmethod(store, order=RELAXED)
