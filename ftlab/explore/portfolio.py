@@ -130,17 +130,12 @@ def plan_batches(n_strategies: int, budget: int, batch: int) -> list[PlannedBatc
 # DFS frontier as bytes (so a chain can cross processes and survive an interrupt)
 
 def dfs_state(dfs: DFS) -> bytes:
-    state = {"levels": dfs._levels, "level": dfs._level, "executions": dfs.executions,
-             "pruned": dfs.pruned}
-    return zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 6)
+    return zlib.compress(json.dumps(dfs.snapshot(), separators=(",", ":")).encode(), 6)
 
 
 def dfs_restore(bound: int | None, blob: bytes | None) -> DFS:
-    dfs = DFS(preemption_bound=bound)
-    if blob:
-        state = json.loads(zlib.decompress(blob))
-        dfs._levels = [[tuple(p) for p in level] for level in state["levels"]]
-        dfs._level = state["level"]
-        dfs.executions = state["executions"]
-        dfs.pruned = state["pruned"]
-    return dfs
+    if not blob:
+        return DFS(preemption_bound=bound)
+    state = json.loads(zlib.decompress(blob))
+    state.setdefault("bound", bound)
+    return DFS.restore(state)

@@ -223,6 +223,21 @@ class DFS(Strategy):
         self.executions += 1
         return _DFSChooser(self, prefix, self._level)
 
+    def snapshot(self) -> dict:
+        """The frontier, as plain JSON-able data: a search can stop, cross a process boundary
+        and go on with `DFS.restore`, visiting each schedule once overall."""
+        return {"bound": self.preemption_bound, "levels": [[list(p) for p in level] for level in self._levels],
+                "level": self._level, "executions": self.executions, "pruned": self.pruned}
+
+    @classmethod
+    def restore(cls, state: dict) -> "DFS":
+        dfs = cls(state["bound"])
+        dfs._levels = [[tuple(p) for p in level] for level in state["levels"]]
+        dfs._level = state["level"]
+        dfs.executions = state["executions"]
+        dfs.pruned = state["pruned"]
+        return dfs
+
     def describe(self) -> str:
         bound = "none" if self.preemption_bound is None else self.preemption_bound
         return f"dfs(preemption_bound={bound})"

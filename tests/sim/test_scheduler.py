@@ -309,3 +309,16 @@ def test_try_lock_takes_a_free_mutex_and_refuses_a_held_one():
     m.run(Replay([0, 1]).execution(0))
     assert m.violation is None
     assert got == {"first": True, "second": False}
+
+
+def test_dfs_snapshot_and_restore_split_a_search_without_overlap():
+    whole = _explore(DFS(preemption_bound=1), [3, 3])
+    first = DFS(preemption_bound=1)
+    part = []
+    for i in range(5):
+        m = Machine()
+        _program(m, [3, 3])
+        m.run(first.execution(i))
+        part.append(tuple(m.choices))
+    rest = _explore(DFS.restore(first.snapshot()), [3, 3])
+    assert part + rest == whole
