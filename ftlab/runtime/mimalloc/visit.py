@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from ftlab.runtime.mimalloc import heap as _heap
 from ftlab.runtime.mimalloc import page as _page
 from ftlab.runtime.mimalloc import segment as _seg
 from ftlab.runtime.mimalloc.types import (
@@ -94,19 +95,14 @@ def heap_area_visit_blocks(area: HeapArea, page: Page, visitor: Visitor) -> bool
 async def heap_visit_blocks(heap: Heap, visit_blocks: bool, visitor: Visitor) -> bool:
     """`mi_heap_visit_blocks` (module docstring)."""
     await _page.heap_delayed_free_partial(heap)
-    if heap.page_count == 0:
-        return True
-    for pq in heap.pages:
-        page = pq.first
-        while page is not None:
-            nxt = page.next
-            area = await heap_area_init(page)
-            if not visitor(heap, area, None, area.block_size):
-                return False
-            if visit_blocks and not heap_area_visit_blocks(area, page, visitor):
-                return False
-            page = nxt
-    return True
+
+    async def visit_area(heap: Heap, pq, page) -> bool:  # mi_heap_visit_areas_page
+        area = await heap_area_init(page)
+        if not visitor(heap, area, None, area.block_size):
+            return False
+        return not visit_blocks or heap_area_visit_blocks(area, page, visitor)
+
+    return await _heap.heap_visit_pages(heap, visit_area)
 
 
 async def abandoned_pool_visit_blocks(mi: "MiRuntime", tag: int, visit_blocks: bool,
