@@ -20,3 +20,7 @@ def install(rt: "Runtime") -> None:
     heap.install(rt)
     from ftlab.check import refcount
     refcount.install(rt)
+    from ftlab.check import reuse
+    reuse.install(rt)
+    from ftlab.check.qsbr import QsbrOracle
+    QsbrOracle.install(rt)

@@ -41,6 +41,11 @@ class Observer:
     def mi_decommitted(self, addr: int, size: int) -> None: ...
     def mi_op_done(self, t: "ThreadState") -> None: ...
 
+    # -- obmalloc.c (FT) --
+    # `ptr` (`size` bytes) was unlinked from a lock-free-readable structure and handed to
+    # `_PyMem_FreeDelayed` (or 3.13's `_PyObject_FreeDelayed`): before it is queued or freed
+    def mem_free_delayed(self, t: "ThreadState", ptr: int, size: int) -> None: ...
+
     # -- objects and reference counts (object.c, brc.c), in the step of the access they
     # report: `object_accessed` just before an access that needs a live object, the others
     # after theirs. `t` is None for static objects made in set-up. --

@@ -27,6 +27,7 @@ from collections import Counter
 
 from ftlab.config import Config
 from ftlab.runtime import brc, qsbr
+from ftlab.runtime import obmalloc as _obmalloc
 from ftlab.runtime import object as _object
 from ftlab.runtime.mimalloc import init as _mi
 from ftlab.runtime.mimalloc.alloc import heap_malloc as _mi_heap_malloc
@@ -66,6 +67,8 @@ class Runtime:
         self.brc = brc.BrcState(self)
         # The interpreter's mimalloc state: arenas, segment map, abandoned pool (mimalloc/init.py).
         self.mimalloc = _mi.MiRuntime(self)
+        # obmalloc.c (FT): delayed frees and the delayed page reuse hooks it plugs into mimalloc
+        self.obmalloc = _obmalloc.ObmallocState(self)
 
     def add_observer(self, observer: Observer) -> None:
         if type(self.observer) is Observer:
@@ -267,7 +270,9 @@ class ThreadState:
                  # never reused), `ob_tid` of the objects it owns; `brc` its BRC queue.
                  "tid", "brc",
                  # mimalloc: the thread's tld and its four tagged heaps (`tstate->mimalloc`)
-                 "mimalloc")
+                 "mimalloc",
+                 # obmalloc.c: the `_PyMem_FreeDelayed` work queue (chunks, oldest first)
+                 "mem_free_queue")
 
     def __init__(self, rt: Runtime, vt: VThread | None) -> None:
         self.rt = rt
@@ -278,6 +283,7 @@ class ThreadState:
         self.tid = self.block
         self.brc = brc.BrcThreadState()
         self.mimalloc: _mi.MiThreadState | None = None
+        self.mem_free_queue: list[_obmalloc.WorkChunk] = []
 
     @property
     def name(self) -> str:
@@ -293,6 +299,7 @@ class ThreadState:
         the place where heaps are abandoned. `delete_current` follows: the thread leaves QSBR
         and the interpreter."""
         await brc.remove_thread(self)           # first, as in PyThreadState_Clear
+        await _obmalloc.abandon_delayed(self)   # _PyMem_AbandonDelayed, still attached
         # last, as in PyThreadState_Clear: abandon the four heaps to the interpreter's pool
         await _mi.tstate_clear_mimalloc_heaps(self.rt.mimalloc, self.mimalloc)
 
@@ -522,6 +529,10 @@ class ThreadState:
     xget_ref = _object.xget_ref
     new_ref_with_lock = _object.new_ref_with_lock
     set_maybe_weakref = _object.set_maybe_weakref
+
+    # Delayed frees (obmalloc.c): `await t.free_delayed(p, size)` is `_PyMem_FreeDelayed`
+    free_delayed = _obmalloc.free_delayed
+    object_free_delayed = _obmalloc.object_free_delayed
 
 
 # ---------------------------------------------------------------------------------------------

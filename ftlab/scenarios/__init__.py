@@ -40,10 +40,10 @@ class UnknownName(KeyError):
 
 
 def catalog() -> dict[str, Scenario]:
-    from ftlab.scenarios import engine, mimalloc_stress, refcount
+    from ftlab.scenarios import engine, list_resize, mimalloc_stress, refcount
 
     scenarios: dict[str, Scenario] = {}
-    for module in (engine, refcount, mimalloc_stress):
+    for module in (engine, refcount, mimalloc_stress, list_resize):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 # Modules (under ftlab.workloads) that define WORKLOADS, a tuple of Workload.
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = ("free_delayed",)
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,9 @@ def _schedule_purge(mi: "MiRuntime", arena: Arena, start: int, blocks: int) -> N
 def _purge(mi: "MiRuntime", arena: Arena, start: int, blocks: int) -> None:
     """`mi_arena_purge`: decommit (the purge of a free block is a decommit on Linux)."""
     mi.mem.decommit(arena.base + start * MI_ARENA_BLOCK_SIZE, blocks * MI_ARENA_BLOCK_SIZE)
+    # for the premature-reuse oracle (ftlab.check.reuse), as segment_purge reports its purges
+    mi.observer.mi_decommitted(arena.base + start * MI_ARENA_BLOCK_SIZE,
+                               blocks * MI_ARENA_BLOCK_SIZE)
     for j in range(start, start + blocks):
         arena.purge[j] = False
         arena.committed[j] = False

@@ -69,13 +69,13 @@ class MiHooks:
     """CPython's forward-declared `_PyMem_mi_*` functions (Objects/obmalloc.c) that its copy of
     mimalloc calls. These defaults are what they do for a page without QSBR (`use_qsbr` false):
     free at once. The QSBR model (`runtime/obmalloc.py`) replaces them with the delayed-reuse
-    versions; `heap_collect_qsbr` and `page_maybe_free` are awaitable because those can reach
-    scheduling points."""
+    versions; `heap_collect_qsbr`, `page_maybe_free` and `page_is_safe_to_free` are awaitable
+    because those can reach scheduling points."""
 
     def page_clear_qsbr(self, page: Page) -> None:
         """`_PyMem_mi_page_clear_qsbr`: forget a pending goal (none without QSBR)."""
 
-    def page_is_safe_to_free(self, page: Page) -> bool:
+    async def page_is_safe_to_free(self, page: Page) -> bool:
         """`_PyMem_mi_page_is_safe_to_free`."""
         return True
 

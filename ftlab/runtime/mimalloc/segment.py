@@ -800,7 +800,8 @@ async def segment_check_free(segment: Segment, slices_needed: int, block_size: i
         if slice_is_used(s):
             page = s
             await _page.page_free_collect(page, False)
-            if page.used == 0 and hooks.page_is_safe_to_free(page):
+            # CPython: _PyMem_mi_page_is_safe_to_free (awaited: its goal check is an atomic load)
+            if page.used == 0 and await hooks.page_is_safe_to_free(page):
                 page.qsbr_goal = 0
                 segment.abandoned -= 1
                 s = segment_page_clear(page, tld)
@@ -851,7 +852,8 @@ async def segment_reclaim(segment: Segment, heap: "Heap", requested_block_size: 
             await _page.page_set_heap(page, target)
             await _page.page_use_delayed_free(page, MiDelayed.MI_USE_DELAYED_FREE, True)
             await _page.page_free_collect(page, False)
-            if page.used == 0 and hooks.page_is_safe_to_free(page):
+            # CPython: _PyMem_mi_page_is_safe_to_free (awaited: its goal check is an atomic load)
+            if page.used == 0 and await hooks.page_is_safe_to_free(page):
                 page.qsbr_goal = 0
                 s = segment_page_clear(page, tld)
             else:

@@ -1,0 +1,590 @@
+"""Delayed freeing and delayed page reuse: the free-threaded parts of `Objects/obmalloc.c`
+(section "Delayed freeing support for Py_GIL_DISABLED" and the `_PyMem_mi_*` hooks that
+CPython's copy of mimalloc calls).
+
+Both mechanisms keep memory that a thread may still read without a lock (a list's old item
+array, a dict's old keys, the header of a freed object) from being reused until QSBR says every
+thread attached at the unlink has passed a quiescent state (`ftlab.runtime.qsbr`).
+
+Delayed frees (`free_delayed`, C's `_PyMem_FreeDelayed`)
+-------------------------------------------------------
+- A writer that has unlinked a block calls `free_delayed(t, ptr, size)`. The block is put, with
+  a QSBR goal, at the tail of the thread's queue `t.mem_free_queue`: a list of 4096-byte chunks
+  (`PyMem_Calloc`ed from the MEM heap, in simulated memory) of WORK_ITEMS_PER_CHUNK (254)
+  items `(ptr, qsbr_goal)`; writes go to the last chunk, reads come from the first.
+- `process_queue` frees items in FIFO order and stops at the first whose goal `poll` does not
+  report reached (no skipping: later goals are never smaller). It advances `rd_idx` before
+  freeing an item, because the free may re-enter. A drained chunk is freed, except that the
+  thread queue keeps its last chunk (indices reset to 0) to avoid re-allocation churn.
+- `process_delayed` (`_PyMem_ProcessDelayed`): the thread's own queue, then the interpreter
+  queue if its `has_work` flag is set and a non-blocking try-lock of its mutex succeeds.
+  Triggers: the chunk that just became full; 3.14: `_Py_HandlePending` when the thread's
+  `qsbr.should_process` is set (registered with `Runtime.add_pending`; it has no eval-breaker
+  bit of its own, so it waits for some event: reference §2.6, unverified in CPython); the GC
+  (not modelled yet).
+- Thread exit (`abandon_delayed`, `_PyMem_AbandonDelayed`, from `ThreadState.exit`): an empty
+  queue or a single drained chunk is simply freed; otherwise the queue is appended to the
+  interpreter queue under its mutex and `has_work` is set. 3.14 (gh-130794) also processes the
+  interpreter queue right there, with the exiting thread's QSBR state, so that many short-lived
+  threads cannot make it grow without bound.
+- Immediate free when the interpreter is finalizing or the world is stopped (no thread but the
+  caller is attached, so nobody can hold the pointer); `fini_delayed` (`_PyMem_FiniDelayed`)
+  frees whatever is left at interpreter finalization.
+- Goals: 3.13.0 `deferred_advance` (a real advance on every 10th call). 3.14 (gh-133136):
+  `should_advance_qsbr_for_free` advances for a block over 1 MiB, or once more than 127 items
+  or 1 MiB are deferred since the last advance, and then sets `should_process`; otherwise the
+  goal is `shared_next` (`wr_seq + 2`, not written).
+
+Invariants: an item is freed only after `poll(goal)` said yes (or immediately, in the cases
+above); each queue is FIFO; at most one empty chunk is kept, and only on a thread queue; the
+interpreter queue is only processed by the holder of its mutex.
+
+Delayed page reuse (`QsbrPageHooks`, C's `_PyMem_mi_page_*` / `_PyMem_mi_heap_collect_qsbr`)
+-------------------------------------------------------------------------------------------
+An empty mimalloc page of a heap with `page_use_qsbr` (OBJECT, GC, GC_PRE; not MEM) is not given
+back to its segment at once: `page_maybe_free` gives it a goal and appends it to the current
+thread's page list; it stays in its size-class queue, so the heap can still allocate from it,
+which cancels the pending free (`page_clear_qsbr`, called by mimalloc wherever it picks a page to
+allocate from or finds its `local_free` non-empty). `heap_collect_qsbr` walks the list in FIFO
+order when mimalloc needs a fresh page, before a large or huge allocation and at heap
+collection: a page that is no longer all free is dropped from the list, an all-free page whose
+goal `poll` reports reached is freed, and the walk stops at the first all-free page whose goal
+is not reached. At thread exit a waiting page is abandoned with its goal (`page_unlink_qsbr`);
+a thread that reclaims the segment frees such a page only once `goal_reached`
+(`page_is_safe_to_free`) and otherwise puts it on its own list with the old goal
+(`page_reclaimed`). Goals: 3.13.0 `deferred_advance`; 3.14 advances when the page's
+`capacity * block_size` exceeds QSBR_PAGE_MEM_LIMIT (81,920 bytes) or the pages deferred since
+the last advance add up to more than that, else `shared_next`.
+
+Invariants (reference §1.3): a QSBR page reaches `page_free` only all free with its goal reached
+(I2); `qsbr_linked` implies a goal and exactly one list, goal 0 implies unlinked, except
+abandoned pages, which are unlinked and keep their goal (I3); allocating from a page clears its
+goal (I4). The `premature-reuse` oracle (`ftlab.check.reuse`) checks the consequence on memory.
+
+Where the model differs from C: the chunk list and the page lists are Python lists/dicts (C's
+intrusive `llist_node`s), while the chunks' indices and items are in simulated memory (plain
+accesses, seen by the race detector). The page list of thread `t` lives in the hooks
+(`QsbrPageHooks.page_list(t)`), not in `t.mimalloc`. C 3.13.0 passes no size to
+`_PyMem_FreeDelayed`; the model takes one anyway, for the statistics. A chunk allocation never
+fails, so the stop-the-world fallback of `free_delayed` is not modelled; nor is
+`_PyMem_ProcessDelayedNoDealloc` (the GC's variant) or 3.14.x's later fixes (gh-145615: the
+owner's list instead of the current thread's, leaving the full queue).
+
+Mutations: `no-free-delayed` (`free_delayed` frees at once), `no-page-delay` (`page_maybe_free`
+frees at once).
+
+Statistics (`rt.stats`): `delayed_items`, `delayed_bytes` (what the queues hold now) and their
+`_peak`s, `delayed_queued`, `delayed_freed`; `qsbr_pages`, `qsbr_page_bytes` (pages waiting on
+some thread's list) and their `_peak`s, `qsbr_pages_deferred`, `qsbr_pages_freed`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ftlab.runtime import qsbr as _qsbr
+from ftlab.runtime.mimalloc.init import MiHooks
+from ftlab.runtime.mimalloc.page import page_block_size, page_free
+from ftlab.runtime.mimalloc.page_queue import page_queue_of
+from ftlab.sim.atomics import RELAXED
+from ftlab.sim.memory import Tag
+
+if TYPE_CHECKING:
+    from ftlab.runtime.mimalloc.types import Heap, Page, PageQueue
+    from ftlab.runtime.pystate import Runtime, ThreadState
+
+
+# ---------------------------------------------------------------------------------------------
+# Constants (Objects/obmalloc.c)
+
+WORK_ITEMS_PER_CHUNK = 254              # so that a chunk is 4096 bytes on 64-bit platforms
+WORK_ITEM_SIZE = 16                     # struct _mem_work_item: uintptr_t ptr, uint64_t qsbr_goal
+CHUNK_NODE = 0                          # struct llist_node (2 pointers; the links are Python)
+CHUNK_RD_IDX = 16
+CHUNK_WR_IDX = 24
+CHUNK_ARRAY = 32
+SIZEOF_MEM_WORK_CHUNK = CHUNK_ARRAY + WORK_ITEMS_PER_CHUNK * WORK_ITEM_SIZE
+assert SIZEOF_MEM_WORK_CHUNK == 4096
+
+OBJECT_ITEM_BIT = 0x01                  # low bit of `ptr`: an object item (see free_work_item)
+
+# gh-133136 (3.14): when to advance instead of deferring
+QSBR_DEFERRED_LIMIT = 127               # items deferred since the last advance
+QSBR_FREE_MEM_LIMIT = 1024 * 1024       # bytes deferred since the last advance, or one block
+QSBR_PAGE_MEM_LIMIT = 4096 * 20         # bytes of pages deferred since the last advance
+
+INTERP_QUEUE_HAS_WORK = 0               # int has_work, the only field kept in simulated memory
+SIZEOF_INTERP_QUEUE = 16
+
+
+def _revised(rt: "Runtime") -> bool:
+    """The gh-133136 policy (3.14) rather than 3.13.0's deferred advance."""
+    return rt.config.version != "3.13.0"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data structures
+
+class WorkChunk:
+    """`struct _mem_work_chunk` at `addr` (4096 bytes of the MEM heap): `rd_idx`, `wr_idx` and
+    the items are in simulated memory; `sizes` is the model's record of each item's size (for
+    the statistics; not in C)."""
+
+    __slots__ = ("addr", "sizes")
+
+    def __init__(self, addr: int) -> None:
+        self.addr = addr
+        self.sizes = [0] * WORK_ITEMS_PER_CHUNK
+
+    def __repr__(self) -> str:
+        return f"<work chunk {self.addr:#x}>"
+
+
+def _rd_idx(t: "ThreadState", buf: WorkChunk) -> int:
+    return t.mem.load_u64(buf.addr + CHUNK_RD_IDX)
+
+
+def _wr_idx(t: "ThreadState", buf: WorkChunk) -> int:
+    return t.mem.load_u64(buf.addr + CHUNK_WR_IDX)
+
+
+def _set_rd_idx(t: "ThreadState", buf: WorkChunk, i: int) -> None:
+    t.mem.store_u64(buf.addr + CHUNK_RD_IDX, i, Tag.META)
+
+
+def _set_wr_idx(t: "ThreadState", buf: WorkChunk, i: int) -> None:
+    t.mem.store_u64(buf.addr + CHUNK_WR_IDX, i, Tag.META)
+
+
+def _item(t: "ThreadState", buf: WorkChunk, i: int) -> tuple[int, int]:
+    a = buf.addr + CHUNK_ARRAY + i * WORK_ITEM_SIZE
+    return t.mem.load_u64(a), t.mem.load_u64(a + 8)
+
+
+class InterpFreeQueue:
+    """`struct _Py_mem_interp_free_queue` (`interp->mem_free_queue`): `has_work` is a relaxed
+    atomic int in simulated memory; `head` (the chunks) is protected by `mutex`."""
+
+    __slots__ = ("addr", "mutex", "head")
+
+    def __init__(self, rt: "Runtime") -> None:
+        self.addr = rt.raw_calloc(SIZEOF_INTERP_QUEUE)
+        self.mutex = rt.mutex("mem_free_queue.mutex")
+        self.head: list[WorkChunk] = []
+
+    @property
+    def has_work_addr(self) -> int:
+        return self.addr + INTERP_QUEUE_HAS_WORK
+
+
+class ObmallocState:
+    """The interpreter's obmalloc state of one run (`Runtime.obmalloc`): the interpreter free
+    queue and the page hooks, which it installs into the runtime's mimalloc; 3.14's processing
+    on `should_process` is registered as pending work of `_Py_HandlePending`."""
+
+    __slots__ = ("rt", "interp_queue", "hooks", "held_items", "held_bytes", "page_bytes")
+
+    def __init__(self, rt: "Runtime") -> None:
+        self.rt = rt
+        self.interp_queue = InterpFreeQueue(rt)
+        self.hooks = QsbrPageHooks(self)
+        rt.mimalloc.hooks = self.hooks
+        self.held_items = 0
+        self.held_bytes = 0
+        self.page_bytes = 0
+        for key in ("delayed_items", "delayed_items_peak", "delayed_bytes", "delayed_bytes_peak",
+                    "delayed_queued", "delayed_freed", "qsbr_pages", "qsbr_pages_peak",
+                    "qsbr_page_bytes", "qsbr_page_bytes_peak", "qsbr_pages_deferred",
+                    "qsbr_pages_freed"):
+            rt.stats[key] = 0
+        if _revised(rt):
+            rt.add_pending("process_delayed", process_delayed, when=_should_process)
+
+    # -- statistics --
+
+    def _held(self, items: int, nbytes: int) -> None:
+        stats = self.rt.stats
+        self.held_items += items
+        self.held_bytes += nbytes
+        stats["delayed_items"] = self.held_items
+        stats["delayed_bytes"] = self.held_bytes
+        if self.held_items > stats["delayed_items_peak"]:
+            stats["delayed_items_peak"] = self.held_items
+        if self.held_bytes > stats["delayed_bytes_peak"]:
+            stats["delayed_bytes_peak"] = self.held_bytes
+
+    def _pages(self, pages: int, nbytes: int) -> None:
+        stats = self.rt.stats
+        self.page_bytes += nbytes
+        stats["qsbr_pages"] += pages
+        stats["qsbr_page_bytes"] = self.page_bytes
+        if stats["qsbr_pages"] > stats["qsbr_pages_peak"]:
+            stats["qsbr_pages_peak"] = stats["qsbr_pages"]
+        if self.page_bytes > stats["qsbr_page_bytes_peak"]:
+            stats["qsbr_page_bytes_peak"] = self.page_bytes
+
+
+def _should_process(t: "ThreadState") -> bool:
+    """`_Py_qsbr_should_process` (3.14), as `_Py_HandlePending` asks it."""
+    return t.qsbr is not None and t.qsbr.should_process
+
+
+# ---------------------------------------------------------------------------------------------
+# Freeing an item
+
+async def free_work_item(t: "ThreadState", ptr: int) -> None:
+    """`free_work_item`: `PyMem_Free` a plain pointer. An object item (low bit set) is
+    `PyObject_Free`d in 3.13.0 (`_PyObject_FreeDelayed`) and `Py_DECREF`ed in 3.14
+    (`_PyObject_XDecRefDelayed`); the GC's callback variant is not modelled."""
+    if ptr & OBJECT_ITEM_BIT:
+        op = ptr - OBJECT_ITEM_BIT
+        if _revised(t.rt):
+            assert not t.rt.world_stopped, "an object item is decref'd with the world stopped"
+            await t.decref(op)
+        else:
+            await t.object_free(op)
+    else:
+        await t.free(ptr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Goals
+
+def should_advance_qsbr_for_free(q: "_qsbr.QsbrThreadState", size: int) -> bool:
+    """`should_advance_qsbr_for_free` (3.14): advance (and ask for processing) for a block
+    over 1 MiB, or when more than 127 items or 1 MiB are deferred since the last advance."""
+    if size > QSBR_FREE_MEM_LIMIT:
+        q.deferred_count = 0
+        q.deferred_memory = 0
+        q.should_process = True
+        return True
+    q.deferred_count += 1
+    q.deferred_memory += size
+    if q.deferred_count > QSBR_DEFERRED_LIMIT or q.deferred_memory > QSBR_FREE_MEM_LIMIT:
+        q.deferred_count = 0
+        q.deferred_memory = 0
+        q.should_process = True
+        return True
+    return False
+
+
+def should_advance_qsbr_for_page(q: "_qsbr.QsbrThreadState", page: "Page") -> bool:
+    """`should_advance_qsbr_for_page` (3.14): advance for a page over 81,920 bytes
+    (`capacity * block_size`), or when the pages deferred since the last advance add up to
+    more than that."""
+    page_size = page.capacity * page_block_size(page)
+    if page_size > QSBR_PAGE_MEM_LIMIT:
+        q.deferred_page_memory = 0
+        return True
+    q.deferred_page_memory += page_size
+    if q.deferred_page_memory > QSBR_PAGE_MEM_LIMIT:
+        q.deferred_page_memory = 0
+        return True
+    return False
+
+
+async def _free_goal(t: "ThreadState", size: int) -> int:
+    q = t.qsbr
+    if not _revised(t.rt):
+        return await _qsbr.deferred_advance(q)
+    if should_advance_qsbr_for_free(q, size):
+        return await _qsbr.advance(q)
+    return await _qsbr.shared_next(q)
+
+
+async def _page_goal(t: "ThreadState", page: "Page") -> int:
+    q = t.qsbr
+    if not _revised(t.rt):
+        return await _qsbr.deferred_advance(q)
+    if should_advance_qsbr_for_page(q, page):
+        return await _qsbr.advance(q)
+    return await _qsbr.shared_next(q)
+
+
+# ---------------------------------------------------------------------------------------------
+# _PyMem_FreeDelayed
+
+async def free_delayed(t: "ThreadState", ptr: int, size: int = 0) -> None:
+    """`_PyMem_FreeDelayed(ptr, size)`: free `ptr` (a `PyMem_Malloc` block the caller has just
+    unlinked from a structure that other threads read without a lock) once every thread
+    attached now has passed a quiescent state. NULL is ignored (3.14)."""
+    if ptr == 0:
+        return
+    assert not ptr & OBJECT_ITEM_BIT, "a PyMem block is at least 2-byte aligned"
+    await _free_delayed(t, ptr, size)
+
+
+async def object_free_delayed(t: "ThreadState", op: int) -> None:
+    """The object variant: 3.13.0's `_PyObject_FreeDelayed(op)` (`PyObject_Free` once safe)
+    or 3.14's `_PyObject_XDecRefDelayed(op)` (`Py_DECREF` once safe; NULL ignored)."""
+    if op == 0:
+        return
+    await _free_delayed(t, op | OBJECT_ITEM_BIT, 0)
+
+
+async def _free_delayed(t: "ThreadState", ptr: int, size: int) -> None:
+    """`free_delayed(ptr, size)` of obmalloc.c."""
+    rt = t.rt
+    if not (ptr & OBJECT_ITEM_BIT and _revised(rt)):
+        # The memory is unlinked now: what the premature-reuse oracle protects. (3.14's object
+        # items are deferred decrefs, not frees.)
+        rt.observer.mem_free_delayed(t, ptr & ~OBJECT_ITEM_BIT, size)
+    if rt.mutated("no-free-delayed"):
+        await free_work_item(t, ptr)
+        return
+    if rt.finalizing or rt.world_stopped:
+        # Free immediately during interpreter shutdown or if the world is stopped: no other
+        # thread is attached, so none can hold the pointer.
+        assert not (rt.world_stopped and ptr & OBJECT_ITEM_BIT), \
+            "object items cannot be freed with the world stopped"
+        await free_work_item(t, ptr)
+        return
+
+    queue = t.mem_free_queue
+    buf = queue[-1] if queue else None      # try to re-use the last chunk
+    if buf is not None and _wr_idx(t, buf) == WORK_ITEMS_PER_CHUNK:
+        buf = None                          # already full
+    if buf is None:
+        addr = await t.malloc(SIZEOF_MEM_WORK_CHUNK)   # PyMem_Calloc(1, sizeof(*buf))
+        t.mem.fill(addr, SIZEOF_MEM_WORK_CHUNK, 0, Tag.META)
+        buf = WorkChunk(addr)
+        queue.append(buf)                   # llist_insert_tail
+
+    wr = _wr_idx(t, buf)
+    assert wr < WORK_ITEMS_PER_CHUNK
+    goal = await _free_goal(t, size)
+    item = buf.addr + CHUNK_ARRAY + wr * WORK_ITEM_SIZE
+    t.mem.store_u64(item, ptr, Tag.META)
+    t.mem.store_u64(item + 8, goal, Tag.META)
+    buf.sizes[wr] = size
+    _set_wr_idx(t, buf, wr + 1)
+    rt.stats["delayed_queued"] += 1
+    rt.obmalloc._held(1, size)
+    if t.rt.machine.trace is not None:
+        t.rt.machine.record(t.vt, f"free_delayed {ptr:#x} ({size} bytes), goal {goal}")
+
+    if wr + 1 == WORK_ITEMS_PER_CHUNK:
+        # 3.13.0: the main trigger; 3.14: a safety valve (the eval breaker normally runs it).
+        await process_delayed(t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processing
+
+async def process_queue(t: "ThreadState", head: list[WorkChunk], keep_empty: bool) -> None:
+    """`process_queue`: free the items of `head` whose goals `t`'s QSBR state reports reached,
+    in FIFO order, stopping at the first that is not; free drained chunks, keeping the last one
+    if `keep_empty` (the thread queue)."""
+    q = t.qsbr
+    state = t.rt.obmalloc
+    while head:
+        buf = head[0]
+        rd = _rd_idx(t, buf)
+        if rd < _wr_idx(t, buf):
+            ptr, goal = _item(t, buf, rd)
+            if not await _qsbr.poll(q, goal):
+                return
+            _set_rd_idx(t, buf, rd + 1)     # before the free, which may re-enter
+            size = buf.sizes[rd]
+            state._held(-1, -size)
+            t.rt.stats["delayed_freed"] += 1
+            await free_work_item(t, ptr)
+            continue
+        if keep_empty and len(head) == 1:
+            # Keep the last chunk in the queue to reduce re-allocations.
+            _set_rd_idx(t, buf, 0)
+            _set_wr_idx(t, buf, 0)
+            return
+        head.pop(0)                         # llist_remove
+        await t.free(buf.addr)
+
+
+async def process_interp_queue(t: "ThreadState") -> None:
+    """`process_interp_queue`: only if `has_work` is set and the mutex is free (a try-lock:
+    processing is opportunistic and must not block the eval loop)."""
+    queue = t.rt.obmalloc.interp_queue
+    mem = t.mem
+    if not await mem.load(queue.has_work_addr, 4, RELAXED):
+        return
+    if await queue.mutex.try_lock():        # _PyMutex_LockTimed(&mutex, 0, 0)
+        await process_queue(t, queue.head, False)
+        await mem.store(queue.has_work_addr, 1 if queue.head else 0, 4, RELAXED)
+        await queue.mutex.unlock()
+
+
+async def process_delayed(t: "ThreadState") -> None:
+    """`_PyMem_ProcessDelayed`: the thread's queue (keeping one empty chunk), then the
+    interpreter's. 3.14 first clears `should_process`."""
+    if _revised(t.rt):
+        t.qsbr.should_process = False
+    await process_queue(t, t.mem_free_queue, True)
+    await process_interp_queue(t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Thread exit and finalization
+
+async def abandon_delayed(t: "ThreadState") -> None:
+    """`_PyMem_AbandonDelayed` (from `PyThreadState_Clear`, the thread still attached): hand a
+    non-empty queue to the interpreter; 3.14 (gh-130794) then processes the interpreter queue
+    under its mutex with the exiting thread's QSBR state."""
+    queue = t.mem_free_queue
+    if not queue:
+        return
+    buf = queue[0]
+    if _rd_idx(t, buf) == _wr_idx(t, buf):
+        # One drained chunk (the one kept empty): just free it.
+        queue.pop(0)
+        assert not queue, "a drained first chunk is the only one"
+        await t.free(buf.addr)
+        return
+    interp = t.rt.obmalloc.interp_queue
+    await t.lock(interp.mutex)
+    interp.head.extend(queue)               # llist_concat
+    queue.clear()
+    if _revised(t.rt):
+        await process_queue(t, interp.head, False)
+        has_work = 1 if interp.head else 0
+    else:
+        has_work = 1
+    await t.mem.store(interp.has_work_addr, has_work, 4, RELAXED)
+    await interp.mutex.unlock()
+
+
+async def fini_delayed(t: "ThreadState") -> None:
+    """`_PyMem_FiniDelayed`: at interpreter finalization (no other thread exists) free every
+    item left on the interpreter queue, without waiting for goals."""
+    queue = t.rt.obmalloc.interp_queue
+    state = t.rt.obmalloc
+    head = queue.head
+    while head:
+        buf = head[0]
+        rd = _rd_idx(t, buf)
+        if rd < _wr_idx(t, buf):
+            ptr, _goal = _item(t, buf, rd)
+            _set_rd_idx(t, buf, rd + 1)
+            state._held(-1, -buf.sizes[rd])
+            t.rt.stats["delayed_freed"] += 1
+            await free_work_item(t, ptr)
+            continue
+        head.pop(0)
+        await t.free(buf.addr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Delayed page reuse: the hooks CPython's mimalloc calls
+
+class QsbrPageHooks(MiHooks):
+    """`_PyMem_mi_page_clear_qsbr`, `_PyMem_mi_page_is_safe_to_free`,
+    `_PyMem_mi_page_maybe_free`, `_PyMem_mi_page_reclaimed`, `_PyMem_mi_heap_collect_qsbr`
+    and `_mi_page_abandon`'s unlink (module docstring). Each acts for the *current* thread,
+    as C does with `_PyThreadState_GET()`."""
+
+    def __init__(self, state: ObmallocState) -> None:
+        self.state = state
+        self.rt = state.rt
+        # `tstate->mimalloc.page_list` of each thread state: insertion-ordered (FIFO by goal)
+        self.page_lists: dict[ThreadState, dict[Page, None]] = {}
+        # the list a linked page is on (C's `qsbr_node` links)
+        self.home: dict[Page, dict[Page, None]] = {}
+
+    def _current(self) -> "ThreadState":
+        return self.rt.mimalloc.tld_of_current().tstate
+
+    def page_list(self, t: "ThreadState") -> list["Page"]:
+        """Thread `t`'s waiting pages, oldest first (for tests and reports)."""
+        return list(self.page_lists.get(t, ()))
+
+    # -- list links --
+
+    def _link(self, t: "ThreadState", page: "Page") -> None:
+        assert not page.qsbr_linked and page.qsbr_goal != 0, "a linked page has a goal"
+        plist = self.page_lists.setdefault(t, {})
+        plist[page] = None                  # llist_insert_tail
+        self.home[page] = plist
+        page.qsbr_linked = True
+        self.state._pages(1, page.capacity * page_block_size(page))
+
+    def page_unlink_qsbr(self, page: "Page") -> None:
+        """`llist_remove(&page->qsbr_node)` (`_mi_page_abandon` keeps the goal)."""
+        if page.qsbr_linked:
+            plist = self.home.pop(page)
+            del plist[page]
+            page.qsbr_linked = False
+            self.state._pages(-1, -(page.capacity * page_block_size(page)))
+
+    def page_clear_qsbr(self, page: "Page") -> None:
+        """`_PyMem_mi_page_clear_qsbr`: forget the goal and leave the list (the page is being
+        reused, or freed)."""
+        page.qsbr_goal = 0
+        self.page_unlink_qsbr(page)
+
+    # -- the hooks --
+
+    async def page_maybe_free(self, page: "Page", pq: "PageQueue", force: bool) -> bool:
+        """`_PyMem_mi_page_maybe_free`: free an all-free page now (True), or give it a fresh goal
+        and append it to the current thread's list, leaving it in its queue (False)."""
+        assert page.used == 0, "maybe_free of a page with used blocks"
+        rt = self.rt
+        if not page.use_qsbr or rt.mutated("no-page-delay"):
+            await page_free(page, pq, force)
+            return True
+        t = self._current()
+        if page.qsbr_goal != 0 and await _qsbr.goal_reached(t.qsbr, page.qsbr_goal):
+            self.page_clear_qsbr(page)
+            await page_free(page, pq, force)
+            rt.stats["qsbr_pages_freed"] += 1
+            return True
+        self.page_clear_qsbr(page)
+        page.retire_expire = 0
+        page.qsbr_goal = await _page_goal(t, page)
+        self._link(t, page)
+        rt.stats["qsbr_pages_deferred"] += 1
+        if rt.machine.trace is not None:
+            rt.machine.record(t.vt, f"page {page!r} waits for QSBR goal {page.qsbr_goal}")
+        return False
+
+    async def heap_collect_qsbr(self, heap: "Heap") -> None:
+        """`_PyMem_mi_heap_collect_qsbr`: walk the current thread's list oldest first: drop the
+        pages that were reused, free the all-free ones whose goal is reached, stop at the first
+        all-free one whose goal is not."""
+        if not heap.page_use_qsbr:
+            return
+        t = self._current()
+        plist = self.page_lists.get(t)
+        if not plist:
+            return
+        rt = self.rt
+        while plist:
+            page = next(iter(plist))
+            if page.used != 0:
+                # allocated from at some point after the delayed free
+                self.page_clear_qsbr(page)
+                continue
+            if not await _qsbr.poll(t.qsbr, page.qsbr_goal):
+                return
+            self.page_clear_qsbr(page)
+            await page_free(page, page_queue_of(page), False)
+            rt.stats["qsbr_pages_freed"] += 1
+
+    async def page_is_safe_to_free(self, page: "Page") -> bool:
+        """`_PyMem_mi_page_is_safe_to_free` (reclaim of an abandoned all-free page): only once
+        its goal is reached (the cached `rd_seq`, no scan)."""
+        assert page.used == 0 and not page.qsbr_linked
+        if page.use_qsbr and page.qsbr_goal != 0:
+            t = self._current()
+            if t is None or t.qsbr is None:
+                return False
+            return await _qsbr.goal_reached(t.qsbr, page.qsbr_goal)
+        return True
+
+    def page_reclaimed(self, page: "Page") -> None:
+        """`_PyMem_mi_page_reclaimed`: a page reclaimed with a goal keeps waiting, on the
+        reclaiming thread's list, if it is all free; one with live blocks loses its goal."""
+        if page.qsbr_goal != 0:
+            if page.used == 0:
+                assert not page.qsbr_linked
+                page.retire_expire = 0
+                self._link(self._current(), page)
+            else:
+                self.page_clear_qsbr(page)
