@@ -373,7 +373,9 @@ def cmd_simulate(args) -> int:
     if args.plot:
         from ftlab.report.plots import bar_chart_png
 
-        Path(args.plot).write_bytes(bar_chart_png(numbers, f"{w.name}, {threads} threads"))
+        png = (w.plot(_config(args), threads) if w.plot is not None
+               else bar_chart_png(numbers, f"{w.name}, {threads} threads"))
+        Path(args.plot).write_bytes(png)
         print(f"wrote {args.plot}")
     return 0
 

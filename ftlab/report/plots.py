@@ -97,3 +97,19 @@ def bar_chart_png(numbers: Mapping[str, float], title: str) -> bytes:
     ax.invert_yaxis()
     ax.set_title(title)
     return _png(fig)
+
+
+def line_panels_png(panels: Mapping[str, Mapping[str, list[tuple[float, float]]]], title: str,
+                    xlabel: str) -> bytes:
+    """One panel per measure, one line per series (e.g. per CPython version)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, lines) in zip(axes[0], panels.items()):
+        for color, (label, points) in zip(_COLORS, lines.items()):
+            ax.plot([x for x, _ in points], [y for _, y in points], color=color, label=label)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=11)
+    return _png(fig)

@@ -21,6 +21,8 @@ class Workload:
     name: str
     description: str
     run: Callable[[Any, int], dict[str, float]]
+    # `plot(config, threads)`: a PNG of how the numbers evolve (default: a bar chart of `run`)
+    plot: Callable[[Any, int], bytes] | None = None
     default_threads: int = 4
 
 

@@ -54,6 +54,9 @@ TOKEN = PyType("Token", basicsize=48)
 @dataclass
 class _Shared:
     flags: int                  # +0 done, +8 hand-off slot
+    # (arrays replaced, bytes the delayed-free queues hold, committed bytes) after each array:
+    # read off the runtime's statistics, so sampling does not change the run
+    samples: list[tuple[int, int, int]]
 
 
 async def _grower(t, arrays: int, workers: int) -> None:
@@ -73,6 +76,7 @@ async def _grower(t, arrays: int, workers: int) -> None:
             if left:
                 await t.decref(left)            # not taken yet: ours again
         await t.periodic_check()
+        s.samples.append((i + 1, t.rt.stats["delayed_bytes"], mem.committed_bytes))
     await t.free(old)
     await mem.store(s.flags, 1, 8, SEQ_CST)
 
@@ -93,13 +97,13 @@ async def _worker(t) -> None:
         await t.decref(token)
 
 
-def measure(config: Config, threads: int, arrays: int = ARRAYS) -> dict[str, float]:
+def measure(config: Config, threads: int, arrays: int = ARRAYS) -> dict[str, Any]:
     """One run of the program under `config` (its version and mutations): peak bytes held by
     the delayed-free queues, peak committed bytes, and a few counts."""
     config = replace(config, checked=False, race_detection=False, trace=False,
                      max_steps=200 * arrays * max(threads, 1) + 100_000)
     rt = Runtime(config)
-    rt.shared = _Shared(rt.raw_calloc(64))
+    rt.shared = _Shared(rt.raw_calloc(64), [])
     workers = threads - 1
     rt.start_thread(_grower, arrays, workers, name="grower")
     for i in range(workers):
@@ -116,6 +120,7 @@ def measure(config: Config, threads: int, arrays: int = ARRAYS) -> dict[str, flo
         "delayed_freed": rt.stats["delayed_freed"],
         "wr_seq": rt.qsbr.peek_wr_seq(),
         "steps": m.steps,
+        "samples": rt.shared.samples,
     }
 
 
@@ -140,6 +145,23 @@ def run(config: Any, threads: int) -> dict[str, float]:
     }
 
 
+def plot(config: Any, threads: int) -> bytes:
+    """Bytes held by the delayed-free queues and committed memory as the arrays are replaced,
+    both versions on each panel."""
+    from ftlab.report.plots import line_panels_png
+
+    series = {v: measure(replace(config, version=v), threads)["samples"]
+              for v in ("3.13.0", "3.14")}
+    panels = {
+        "held by delayed-free queues (MiB)":
+            {v: [(n, held / MiB) for n, held, _ in s] for v, s in series.items()},
+        "committed memory (MiB)":
+            {v: [(n, com / MiB) for n, _, com in s] for v, s in series.items()},
+    }
+    return line_panels_png(panels, f"free-delayed-growth, {threads} threads: 24 MiB arrays "
+                                   "passed to _PyMem_FreeDelayed", "arrays replaced")
+
+
 WORKLOADS = (
     Workload(
         name="free-delayed-growth",
@@ -147,6 +169,7 @@ WORKLOADS = (
                     "while others rarely pass a quiescent state; queue and memory peaks, "
                     "3.13.0 vs 3.14",
         run=run,
+        plot=plot,
         default_threads=4,
     ),
 )

@@ -50,3 +50,20 @@ def test_simulate_prints_both_peaks_and_their_ratios(capsys, tmp_path):
     ratio = float(lines["ratio 3.13.0 / 3.14, delayed-free queues"])
     assert ratio > 5 and not math.isnan(ratio)
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_3_13_queue_drains_only_when_a_chunk_fills():
+    from dataclasses import replace as _replace
+
+    from ftlab.config import Config
+    from ftlab.workloads.free_delayed import ARRAY_SIZE, measure
+
+    samples = measure(_replace(Config(), version="3.13.0"), 2, arrays=300)["samples"]
+    held = [h // ARRAY_SIZE for _, h, _ in samples]
+    assert len(samples) == 300
+    top = max(held)
+    drop = held.index(top)
+    # it grows one array per replacement up to a full 254-item chunk, then falls
+    assert 250 <= top <= 254
+    assert held[drop + 1] < 10
+    assert all(b >= a for a, b in zip(held[:drop], held[1:drop + 1]))
