@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ftlab.config import MUTATIONS, VERSIONS, Config, ConfigError
-from ftlab.explore.portfolio import ExploreError
+from ftlab.explore.portfolio import ExploreError, parse_spec
 from ftlab.scenarios import UnknownName, catalog, get
 from ftlab.sim.schedule import ScheduleError
 from ftlab.sim.strategies import DFS, PCT, Random, RoundRobin, Strategy
@@ -31,42 +31,33 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(message)
 
 
-def _count(what: str, minimum: int):
-    """An argparse type: a whole number >= minimum."""
+def _count(what: str, minimum: int, maximum: int = 10**9):
+    """An argparse type: a whole number in [minimum, maximum]."""
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = int(text) if text.strip().isascii() else None
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}") from None
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}, not {value}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{what} must be at most {maximum}, not {value}")
         return value
     parse.__name__ = what
     return parse
 
 
 def parse_strategy(spec: str, seed: int, pct_steps: int = 50) -> Strategy:
-    """`random`, `pct[:DEPTH]`, `dfs[:BOUND]`, `roundrobin[:QUANTUM]`."""
-    name, _, arg = spec.partition(":")
-    try:
-        value = int(arg) if arg else None
-    except ValueError:
-        raise BadInput(f"bad strategy parameter {arg!r} in {spec!r}: expected a whole number") from None
-    if value is not None and value < 0:
-        raise BadInput(f"bad strategy parameter {arg!r} in {spec!r}: must not be negative")
-    if name == "random":
-        return Random(seed)
-    if name == "pct":
-        if value == 0:
-            raise BadInput("PCT depth must be at least 1, not 0")
-        return PCT(seed, depth=value or 2, steps=pct_steps)
-    if name == "dfs":
-        return DFS(preemption_bound=value)
+    """What `explore` accepts (`random`, `pct[:DEPTH]`, `dfs[:BOUND]`), plus `roundrobin[:QUANTUM]`
+    for a single run."""
+    name, colon, arg = spec.partition(":")
     if name in ("roundrobin", "rr"):
-        if value == 0:
-            raise BadInput("round-robin quantum must be at least 1, not 0")
-        return RoundRobin(value or 1)
-    raise BadInput(f"unknown strategy {spec!r} (known: random, pct[:DEPTH], dfs[:BOUND], roundrobin[:QUANTUM])")
+        if colon and not (arg.isascii() and arg.isdigit() and 1 <= int(arg) <= 10**6):
+            raise BadInput(f"bad round-robin quantum {arg!r} in {spec!r}: a whole number from 1")
+        return RoundRobin(int(arg) if colon else 1)
+    return parse_spec(spec).make(seed, pct_steps)
 
 
 def _config(args) -> Config:
@@ -120,17 +111,25 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _warn_unexposed(scenario, config: Config) -> None:
+    for m in sorted(config.mutations - scenario.mutations.keys()):
+        print(f"ftlab: note: {scenario.name} is not a scenario that exposes {m} "
+              f"(it exposes: {', '.join(scenario.mutations) or 'none'})", file=sys.stderr)
+
+
 def cmd_run(args) -> int:
-    from ftlab.explore.execute import run
+    from ftlab.explore.execute import run_chooser
 
     scenario = get(args.scenario)
     config = _config(args)
+    _warn_unexposed(scenario, config)
     strategy = parse_strategy(args.strategy, args.seed, scenario.pct_steps)
     result = None
     for i in range(args.runs):
-        if strategy.execution(i) is None:
+        chooser = strategy.execution(i)  # once: DFS hands out each execution once
+        if chooser is None:
             break
-        result = run(scenario, config, strategy, execution=i, trace=True)
+        result = run_chooser(scenario, config, chooser, trace=True)
         if result.violations:
             if args.runs > 1:
                 print(f"violation in execution {i + 1} of at most {args.runs}")
@@ -142,7 +141,7 @@ def cmd_run(args) -> int:
 
 def _violation_id(text: str) -> int | None:
     t = text.lstrip("#")
-    return int(t) if t.isdigit() else None
+    return int(t) if t.isascii() and t.isdigit() and len(t) <= 18 else None
 
 
 def cmd_replay(args) -> int:
@@ -169,11 +168,15 @@ def cmd_replay(args) -> int:
         result = run(scenario, config, Replay(schedule), trace=True)
         if result.violation is None or result.violation.kind != v["kind"]:
             got = result.violation.kind if result.violation else "no violation"
-            print(f"note: the stored run failed with {v['kind']}, this replay gives {got} "
-                  "(the model changed since it was stored?)")
+            _print_result(result, args.trace)
+            print(f"ftlab: stale violation #{vid}: it was stored as {v['kind']}, the replay now "
+                  f"gives {got} (the model changed since it was stored)", file=sys.stderr)
+            return 2
     else:
         scenario = get(args.target)
-        result = run(scenario, _config(args), Replay(args.schedule), trace=True)
+        config = _config(args)
+        _warn_unexposed(scenario, config)
+        result = run(scenario, config, Replay(args.schedule), trace=True)
     _print_result(result, args.trace)
     return 1 if result.violations else 0
 
@@ -465,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="ftlab", description="explore thread interleavings of a model of CPython's free-threaded runtime")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    seed = _count("--seed", 0)
+    seed = _count("--seed", 0, 2**32 - 1)
 
     s = sub.add_parser("list", help="scenarios, workloads and mutations")
     s.set_defaults(fn=cmd_list)
@@ -519,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="run a workload and print its numbers")
     s.add_argument("workload", nargs="?")
-    s.add_argument("--threads", type=_count("--threads", 1), default=None)
+    s.add_argument("--threads", type=_count("--threads", 1, 52), default=None)
     s.add_argument("--plot", metavar="FILE")
     s.add_argument("--mutate", action="append", metavar="M")
     s.add_argument("--version", choices=VERSIONS, default="3.14")
@@ -557,6 +560,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ftlab: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug in ftlab itself: one line, and the traceback on request
+        if os.environ.get("FTLAB_DEBUG"):
+            raise
+        print(f"ftlab: internal error: {type(e).__name__}: {e} (FTLAB_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def test_explore_exits_1_when_a_mutation_is_missed(capsys, tmp_path, monkeypatch
         await t.yield_now()
 
     fake = Scenario("fake", "never fails", (("a", idle), ("b", idle)),
-                    mutations={"unsync-rmw": ("check",)}, dfs_bound=None)
+                    mutations={"unsync-rmw": ("check",)}, dfs=False)
     monkeypatch.setattr(scenarios, "catalog", lambda: {"fake": fake})
     code, out, _ = _main(capsys, "explore", "--budget", "10", "--workers", "1",
                          "--db", tmp_path / "r.sqlite")
@@ -180,7 +180,15 @@ def test_no_command_and_unknown_command(capsys):
     (["run", "nope"], "unknown scenario"),
     (["run", "lost-update", "--mutate", "nope"], "unknown mutation"),
     (["run", "lost-update", "--strategy", "zzz"], "unknown strategy"),
-    (["run", "lost-update", "--strategy", "pct:0"], "at least 1"),
+    (["run", "lost-update", "--strategy", "pct:0"], "from 1 to 64"),
+    (["run", "lost-update", "--strategy", "pct:99999999999"], "expected a whole number"),
+    (["run", "lost-update", "--seed", "-1"], "at least 0"),
+    (["run", "lost-update", "--seed", "4294967296"], "at most 4294967295"),
+    (["replay", "lost-update", "S1:a99999999999.mucpwp"], "more than 10,000,000 choices"),
+    (["replay", "lost-update", "S1:\u00e9.x"], "outside ASCII"),
+    (["replay", "\u00b2"], "expected a stored violation id"),
+    (["explore", "--budget", "99999999999999999999"], "at most"),
+    (["simulate", "free-delayed-growth", "--threads", "100000"], "at most 52"),
     (["run", "lost-update", "--runs", "0"], "--runs must be at least 1"),
     (["run", "lost-update", "--seed", "-1"], "--seed must be at least 0"),
     (["run", "lost-update", "--seed", "x"], "whole number"),
@@ -337,3 +345,15 @@ def test_bench_explore_measures_rate_efficiency_and_wall_time():
     names = [f.name for f in figures]
     assert any("per worker" in n for n in names) and any("efficiency" in n for n in names)
     assert all(f.value > 0 for f in figures)
+
+
+def test_run_under_dfs_visits_distinct_schedules(capsys):
+    code, out, err = _main(capsys, "run", "lost-update", "--strategy", "dfs:1", "--runs", "50",
+                           "--mutate", "unsync-rmw")
+    assert code == 1 and "check" in out and err == ""
+
+
+def test_run_notes_a_mutation_the_scenario_does_not_expose(capsys):
+    code, out, err = _main(capsys, "run", "lost-update", "--mutate", "no-page-delay")
+    assert code == 0
+    assert "lost-update is not a scenario that exposes no-page-delay" in err

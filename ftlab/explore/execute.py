@@ -83,13 +83,19 @@ def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
 def run(scenario: Scenario, config: Config | None = None, strategy: Strategy | None = None,
         *, execution: int = 0, trace: bool = False) -> RunResult:
     """Run one execution of `scenario` (execution `execution` of `strategy`)."""
-    config = config or Config()
-    if trace and not config.trace:
-        config = replace(config, trace=True)
     strategy = strategy or Random(0)
     chooser = strategy.execution(execution)
     if chooser is None:
         raise ValueError(f"{strategy.describe()} has no execution {execution}")
+    return run_chooser(scenario, config, chooser, trace=trace)
+
+
+def run_chooser(scenario: Scenario, config: Config | None, chooser: Chooser, *,
+                trace: bool = False) -> RunResult:
+    """Run `scenario` under `chooser`; a data race is replayed once to add source locations."""
+    config = config or Config()
+    if trace and not config.trace:
+        config = replace(config, trace=True)
     result = execute(scenario, config, chooser)
     v = result.violation
     if v is not None and v.kind == "data-race" and not v.details:

@@ -22,7 +22,7 @@ import json
 import zlib
 from dataclasses import dataclass
 
-from ftlab.sim.strategies import DFS, PCT, Random, Strategy
+from ftlab.sim.strategies import DFS, MAX_PCT_DEPTH, PCT, Random, Strategy
 
 # Schedules per row when `--budget` is not given, and executions per batch (the granularity of
 # the canonical interleaving; changing it changes which schedules a row runs).
@@ -64,10 +64,9 @@ def parse_spec(text: str) -> StrategySpec:
     name, colon, arg = text.strip().partition(":")
     param: int | None = None
     if colon:
-        try:
-            param = int(arg)
-        except ValueError:
-            raise ExploreError(f"bad strategy parameter {arg!r} in {text!r}: expected a whole number") from None
+        if not (arg.isascii() and arg.lstrip("-").isdigit() and len(arg) <= 9):
+            raise ExploreError(f"bad strategy parameter {arg!r} in {text!r}: expected a whole number")
+        param = int(arg)
         if param < 0:
             raise ExploreError(f"bad strategy parameter {arg!r} in {text!r}: must not be negative")
     if name == "random":
@@ -77,8 +76,8 @@ def parse_spec(text: str) -> StrategySpec:
     if name == "pct":
         if param is None:
             param = 2
-        if param < 1:
-            raise ExploreError(f"PCT depth must be at least 1, not {param}")
+        if not 1 <= param <= MAX_PCT_DEPTH:
+            raise ExploreError(f"PCT depth must be from 1 to {MAX_PCT_DEPTH}, not {param}")
         return StrategySpec("pct", param)
     if name == "dfs":
         return StrategySpec("dfs", param)
@@ -88,11 +87,11 @@ def parse_spec(text: str) -> StrategySpec:
 
 
 def default_portfolio(scenario) -> list[StrategySpec]:
-    """Random, PCT with depths 1-3 and, where the scenario says its space is small enough, a
-    DFS bounded by `scenario.dfs_bound` preemptions."""
+    """Random, PCT with depths 1-3 and, where the scenario says its space is small enough
+    (`scenario.dfs`), a DFS bounded by `scenario.dfs_bound` preemptions (None: unbounded)."""
     specs = [StrategySpec("random"), StrategySpec("pct", 1), StrategySpec("pct", 2),
              StrategySpec("pct", 3)]
-    if scenario.dfs_bound is not None:
+    if scenario.dfs:
         specs.append(StrategySpec("dfs", scenario.dfs_bound))
     return specs
 

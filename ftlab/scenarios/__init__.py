@@ -23,7 +23,9 @@ class Scenario:
     check: Callable[[Any], None] | None = None
     # mutation -> the violation kinds that count as exposing it
     mutations: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # preemption bound of the bounded DFS in the default portfolio (None: no DFS)
+    # whether the default portfolio has a DFS (for spaces small enough to matter), and its
+    # preemption bound (None: no bound, every schedule)
+    dfs: bool = True
     dfs_bound: int | None = 2
     # estimated decisions per run, for PCT's change points
     pct_steps: int = 50

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from ftlab.sim.machine import Machine, VThread
 
 _SIM_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Source locations are named relative to the directory that holds the `ftlab` package, so a
+# stored report does not depend on where ftlab was run from.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def vc_join(into: list[int], other: list[int]) -> None:
@@ -115,7 +118,10 @@ class RaceDetector:
             f = f.f_back
         if f is None:
             return None
-        return (os.path.relpath(f.f_code.co_filename), f.f_lineno, f.f_code.co_name)
+        path = f.f_code.co_filename
+        if path.startswith(_ROOT + os.sep):
+            path = path[len(_ROOT) + 1:]
+        return (path, f.f_lineno, f.f_code.co_name)
 
     def plain(self, addr: int, width: int, is_write: bool) -> None:
         """The AddressSpace hook for plain loads and stores."""

@@ -20,6 +20,8 @@ PREFIX = "S1:"
 _ALPHABET = string.ascii_lowercase + string.ascii_uppercase
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 MAX_THREADS = len(_ALPHABET)
+# More decisions than any run can make within Config.max_steps' range: a bound on decoding.
+MAX_CHOICES = 10_000_000
 
 
 class ScheduleError(ValueError):
@@ -53,6 +55,8 @@ def encode(choices: list[int] | tuple[int, ...]) -> str:
 
 def decode(text: str) -> list[int]:
     text = text.strip()
+    if not text.isascii():
+        raise ScheduleError("not a schedule string: it has characters outside ASCII")
     if not text.startswith("S") or ":" not in text:
         raise ScheduleError(f"not a schedule string: {text[:40]!r} (expected it to start with {PREFIX!r})")
     if not text.startswith(PREFIX):
@@ -72,6 +76,8 @@ def decode(text: str) -> list[int]:
         while j < n and body[j].isdigit():
             j += 1
         count = int(body[i + 1:j]) if j > i + 1 else 1
+        if len(choices) + count > MAX_CHOICES:
+            raise ScheduleError(f"schedule has more than {MAX_CHOICES:,} choices: not a run of this tool")
         choices.extend([c] * count)
         i = j
     return choices

@@ -56,8 +56,11 @@ class Strategy:
 
 
 def _rng(seed: int, i: int) -> random.Random:
-    # Integer seeding is independent of PYTHONHASHSEED.
-    return random.Random((seed & 0xFFFF_FFFF) << 32 | (i & 0xFFFF_FFFF))
+    # Integer seeding is independent of PYTHONHASHSEED. Distinct (seed, i) give distinct seeds:
+    # random.Random uses |seed|, hence the checks.
+    if seed < 0 or not 0 <= i < 1 << 32:
+        raise ValueError(f"seed must be >= 0 and execution in [0, 2**32), not ({seed}, {i})")
+    return random.Random(seed << 32 | i)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +95,9 @@ class Random(Strategy):
 
 # ---------------------------------------------------------------------------------------------
 # PCT
+
+# Bugs of depth above 3 are rare; a depth is d - 1 change points, so this also bounds the work.
+MAX_PCT_DEPTH = 64
 
 class _PCTChooser:
     __slots__ = ("_rng", "_depth", "_priority", "_change_points", "_decisions")
@@ -135,8 +141,8 @@ class PCT(Strategy):
     name = "pct"
 
     def __init__(self, seed: int = 0, depth: int = 2, steps: int = 100) -> None:
-        if depth < 1:
-            raise ValueError(f"PCT depth must be at least 1, not {depth}")
+        if not 1 <= depth <= MAX_PCT_DEPTH:
+            raise ValueError(f"PCT depth must be from 1 to {MAX_PCT_DEPTH}, not {depth}")
         self.seed = seed
         self.depth = depth
         self.steps = steps

@@ -37,7 +37,7 @@ async def _worker(t) -> None:
 def _scenario(name: str, fn, mutations=None, dfs_bound=None) -> Scenario:
     return Scenario(name=name, description=name, threads=(("a", fn), ("b", _worker)),
                     mutations=mutations if mutations is not None else {"unsync-rmw": ("data-race",)},
-                    dfs_bound=dfs_bound, pct_steps=6)
+                    dfs=dfs_bound is not None, dfs_bound=dfs_bound, pct_steps=6)
 
 
 @pytest.fixture

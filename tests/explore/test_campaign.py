@@ -61,11 +61,14 @@ def test_mutated_row_stops_at_first_detection_and_keeps_a_shrunk_counterexample(
     assert v["kind"] == "check" and v["decisive"]
     assert v["shrunk_schedule"] and v["shrunk_preemptions"] <= v["preemptions"]
     clean = result.row("lost-update")
-    assert clean.verdict == "clean" and clean.schedules == 400 and clean.violation is None
+    # the engine scenarios' spaces are small: the portfolio's unbounded DFS exhausts them
+    assert clean.verdict == "clean (dfs exhausted)" and clean.violation is None
+    assert 0 < clean.schedules <= 400
 
 
 def test_portfolio_budget_is_shared_and_counted_per_strategy():
-    result = explore("lock-order", mutations=["none"], budget=103)
+    result = explore("lock-order", mutations=["none"], budget=103,
+                     strategies=["random", "pct:1", "pct:2", "pct:3"])
     row = result.rows[0]
     assert [c["strategy"] for c in row.counts] == ["random", "pct:1", "pct:2", "pct:3"]
     assert [c["schedules"] for c in row.counts] == [26, 26, 26, 25]
@@ -250,12 +253,14 @@ def test_resume_skips_exactly_the_committed_batches(tmp_path, monkeypatch):
         if commits == 5:
             raise KeyboardInterrupt
 
-    first = explore("lock-order", mutations=["none"], budget=200, db=db, on_commit=interrupt)
+    first = explore("lock-order", mutations=["none"], budget=200, db=db, on_commit=interrupt,
+                    strategies=["random", "pct:1", "pct:2", "pct:3"])
     assert first.status == "interrupted"
     assert len(calls) == 5
     before = set(calls)
     calls.clear()
-    second = explore("lock-order", mutations=["none"], budget=200, db=db)
+    second = explore("lock-order", mutations=["none"], budget=200, db=db,
+                     strategies=["random", "pct:1", "pct:2", "pct:3"])
     assert second.resumed and second.status == "done"
     assert not before & set(calls)
     assert len(before) + len(calls) == len(plan_batches(4, 200, 20))

@@ -23,12 +23,14 @@ def test_bad_specs_are_refused(text):
         parse_spec(text)
 
 
-def test_default_portfolio_adds_dfs_only_where_the_scenario_bounds_it():
-    s = get("lost-update")
-    assert [str(x) for x in default_portfolio(s)] == ["random", "pct:1", "pct:2", "pct:3"]
+def test_default_portfolio_adds_dfs_only_where_the_scenario_asks_for_it():
     from dataclasses import replace
 
+    s = get("lost-update")
+    assert [str(x) for x in default_portfolio(s)] == ["random", "pct:1", "pct:2", "pct:3", "dfs"]
     assert str(default_portfolio(replace(s, dfs_bound=2))[-1]) == "dfs:2"
+    assert [str(x) for x in default_portfolio(get("mimalloc-stress"))] == [
+        "random", "pct:1", "pct:2", "pct:3"]
 
 
 def test_plan_shares_the_budget_and_interleaves_round_robin():

@@ -84,6 +84,7 @@ from ftlab.runtime.mimalloc.types import (
 )
 from ftlab.sim.atomics import ACQ_REL, ACQUIRE, RELAXED, RELEASE
 from ftlab.sim.memory import Tag
+from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
     from ftlab.runtime.mimalloc.init import MiRuntime
@@ -94,8 +95,12 @@ MI_SEGMENT_HUGE = MiSegmentKind.MI_SEGMENT_HUGE
 MI_COMMIT_MASK_FULL = (1 << (MI_SEGMENT_SIZE // MI_COMMIT_SIZE)) - 1
 
 
-class HeapIntegrityError(AssertionError):
-    """A failed internal check (`mi_assert_internal`); the oracle reports it as heap-integrity."""
+class HeapIntegrityError(ViolationError):
+    """A failed internal check (`mi_assert_internal`): a `heap-integrity` violation, whether
+    the oracle's check or the model's own code finds it mid-step."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("heap-integrity", message)
 
 
 def check(cond: bool, message: Callable[[], str]) -> None:
