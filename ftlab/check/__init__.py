@@ -24,3 +24,5 @@ def install(rt: "Runtime") -> None:
     reuse.install(rt)
     from ftlab.check.qsbr import QsbrOracle
     QsbrOracle.install(rt)
+    from ftlab.check import uaf
+    uaf.install(rt)

@@ -102,7 +102,7 @@ async def _replace(t, s: _Slot, new: int) -> int:
     return old
 
 
-async def _use(t, o: int) -> None:
+def _use(t, o: int) -> None:
     if load_field(t, o, PAYLOAD) == 0:
         raise ViolationError("check", f"{t.vt.label} reads an item at {o:#x} with no value")
 
@@ -115,7 +115,7 @@ async def _lockfree_reader(t) -> None:
     for _ in range(2):
         o = await t.xget_ref(s.addr)
         if o:
-            await _use(t, o)
+            _use(t, o)
             await t.decref(o)
         await t.periodic_check()
 
@@ -178,7 +178,7 @@ SLOT_REPLACE_DEBUG = Scenario(
 
 async def _receiver(t, o: int) -> None:
     await t.incref(o)                   # a shared reference of its own
-    await _use(t, o)
+    _use(t, o)
     await t.decref(o)
     await t.decref(o)                   # the handed-off reference: the last one
 
@@ -208,7 +208,7 @@ async def _reader_once(t) -> None:
     o = await t.xget_ref(s.addr)
     await s.ready.set()
     if o:
-        await _use(t, o)
+        _use(t, o)
         await _wait(t, s.go)                    # drop it while the owner merges
         await t.decref(o)
 
@@ -254,7 +254,7 @@ async def _reader_with_fallback(t) -> None:
     s = t.shared
     o = await t.mem.load(s.addr, 8, SEQ_CST)
     if o and await t.try_incref_compare(s.addr, o):
-        await _use(t, o)
+        _use(t, o)
         await t.decref(o)
         return
     await t.lock(s.lock)
@@ -263,7 +263,7 @@ async def _reader_with_fallback(t) -> None:
         await t.new_ref_with_lock(o)
     await s.lock.unlock()
     if o:
-        await _use(t, o)
+        _use(t, o)
         await t.decref(o)
 
 

@@ -8,6 +8,10 @@ sequentially consistent at these points; the order is still recorded, because th
 detector derives happens-before from it (release publishes, acquire joins) and a later
 weak-memory mode will need it.
 
+Every atomic access except `peek` is reported, before it happens, to `on_atomic_access(addr,
+width, is_write)` if one is set (a failed CAS as a read), the atomic counterpart of the address
+space's `on_plain_access`; checked mode's use-after-free oracle sets it.
+
 Values are unsigned; `as_signed` converts. Stores mask to the width, so a negative delta or a
 negative value stores its two's complement, as C does with `Py_ssize_t` fields.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import enum
 import types
 from functools import partialmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ftlab.sim.memory import (
     _MASK, _PACK, _UNPACK, OS_PAGE_MASK, OS_PAGE_SHIFT, RMW_ADD, RMW_AND, RMW_OR, RMW_SET, TAGS_AT,
@@ -56,13 +60,20 @@ def as_signed(value: int, width: int = 8) -> int:
 class Memory(AddressSpace):
     """The address space of a machine, with atomics that are scheduling points."""
 
-    __slots__ = ("machine", "unobserved")
+    __slots__ = ("machine", "unobserved", "on_atomic_access")
 
     def __init__(self, machine: "Machine", base: int = 0x7F00_0000_0000) -> None:
         super().__init__(base)
         self.machine = machine
-        # True when neither a race detector nor a trace watches: atomics may take fast paths.
+        # True when neither a race detector nor a trace nor `on_atomic_access` watches: atomics
+        # may take fast paths.
         self.unobserved = machine.race is None and machine.trace is None
+        self.on_atomic_access: Callable[[int, int, bool], None] | None = None
+
+    def watch_atomics(self, hook: Callable[[int, int, bool], None]) -> None:
+        """Set `on_atomic_access` (the caller chains any hook that was there before)."""
+        self.on_atomic_access = hook
+        self.unobserved = False
 
     def _note(self, what: str, addr: int, order: Order, result: str) -> None:
         m = self.machine
@@ -74,6 +85,8 @@ class Memory(AddressSpace):
     def load(self, addr: int, width: int = 8, order: Order = SEQ_CST):
         yield
         m = self.machine
+        if self.on_atomic_access is not None:
+            self.on_atomic_access(addr, width, False)
         if m.race is not None:
             m.race.access(addr, width, False, True)
             if order & ACQUIRE:
@@ -88,6 +101,8 @@ class Memory(AddressSpace):
               tag: Tag = Tag.META):
         yield
         m = self.machine
+        if self.on_atomic_access is not None:
+            self.on_atomic_access(addr, width, True)
         if m.race is not None:
             m.race.access(addr, width, True, True)
             m.race.atomic_sync(m.current, addr, False, bool(order & RELEASE), True, False)
@@ -98,6 +113,8 @@ class Memory(AddressSpace):
     def _rmw(self, addr: int, width: int, order: Order, op: int, operand: int, tag: Tag,
              what: str) -> int:
         m = self.machine
+        if self.on_atomic_access is not None:
+            self.on_atomic_access(addr, width, True)
         if m.race is not None:
             m.race.access(addr, width, True, True)
             m.race.atomic_sync(m.current, addr, bool(order & ACQUIRE), bool(order & RELEASE),
@@ -151,6 +168,8 @@ class Memory(AddressSpace):
         mask = _MASKS[width]
         old = self.raw_load(addr, width)
         if old != expected & mask:
+            if self.on_atomic_access is not None:
+                self.on_atomic_access(addr, width, False)
             if m.race is not None:
                 m.race.access(addr, width, False, True)
                 if order & ACQUIRE:
@@ -158,6 +177,8 @@ class Memory(AddressSpace):
             if m.trace is not None:
                 self._note("cas-fail", addr, order, f"saw {old:#x}, wanted {expected & mask:#x}")
             return False, old
+        if self.on_atomic_access is not None:
+            self.on_atomic_access(addr, width, True)
         if m.race is not None:
             m.race.access(addr, width, True, True)
             m.race.atomic_sync(m.current, addr, bool(order & ACQUIRE), bool(order & RELEASE),
@@ -180,6 +201,8 @@ class Memory(AddressSpace):
         """A relaxed store into memory no other thread can reach yet (a new object before it
         is published): an atomic for the race detector, not a scheduling point."""
         m = self.machine
+        if self.on_atomic_access is not None:
+            self.on_atomic_access(addr, width, True)
         if m.race is not None:
             m.race.access(addr, width, True, True)
             m.race.atomic_sync(m.current, addr, False, False, True, False)

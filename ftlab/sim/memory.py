@@ -39,7 +39,8 @@ access, never faults, and reads `Tag.UNINIT` where nothing is backed.
 Plain accesses (`load_*`, `store_*`, `read_bytes`, `write_bytes`, `fill`) call the
 `on_plain_access(addr, width, is_write)` hook before the access, if one is set; the race detector
 uses it. `raw_load`/`raw_store` are the same accesses without the hook, for the atomics layer,
-which reports its accesses to the race detector itself.
+which reports its accesses to the race detector itself. Several watchers share a hook through
+`chain_access_hooks`.
 """
 
 from __future__ import annotations
@@ -105,6 +106,22 @@ _PACK = (None, struct.Struct("<B").pack_into, _pack_u16, None, _pack_u32,
 
 # COMMITTED -> DECOMMITTED, the other states unchanged: `bytes.translate` over a state slice.
 _DECOMMIT_TABLE = bytes(DECOMMITTED if i == COMMITTED else i for i in range(256))
+
+
+AccessHook = Callable[[int, int, bool], None]
+
+
+def chain_access_hooks(first: AccessHook, then: AccessHook | None) -> AccessHook:
+    """One access hook that calls `first`, then `then` (if any). Defined here, in the machine,
+    so that what `then` sees of the stack (the race detector's source locations skip the
+    frames of `ftlab/sim`) is the same as if it were the only hook."""
+    if then is None:
+        return first
+
+    def chained(addr: int, width: int, is_write: bool) -> None:
+        first(addr, width, is_write)
+        then(addr, width, is_write)
+    return chained
 
 
 class _Region:
