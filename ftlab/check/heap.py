@@ -54,7 +54,7 @@ from ftlab.runtime.mimalloc.types import (
     MI_SEGMENT_SLICE_SHIFT,
     MI_TAGGED_MASK,
 )
-from ftlab.runtime.observer import Observer, Observers
+from ftlab.runtime.observer import Observer
 from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
@@ -100,11 +100,7 @@ class HeapChecker(Observer):
 
     @classmethod
     def find(cls, rt: "Runtime") -> "HeapChecker | None":
-        o = rt.observer
-        for x in (o.observers if isinstance(o, Observers) else [o]):
-            if isinstance(x, cls):
-                return x
-        return None
+        return rt.find_observer(cls)
 
     # -----------------------------------------------------------------------------------------
     # Events

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ftlab.runtime.observer import Observer, Observers
+from ftlab.runtime.observer import Observer
 from ftlab.runtime.qsbr import QSBR_LEQ
 from ftlab.sim.violation import ViolationError
 
@@ -47,11 +47,7 @@ class QsbrOracle(Observer):
 
     @classmethod
     def find(cls, rt: "Runtime") -> "QsbrOracle | None":
-        o = rt.observer
-        for x in (o.observers if isinstance(o, Observers) else [o]):
-            if isinstance(x, cls):
-                return x
-        return None
+        return rt.find_observer(cls)
 
     @classmethod
     def install(cls, rt: "Runtime") -> "QsbrOracle":

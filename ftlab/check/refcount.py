@@ -30,7 +30,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ftlab.runtime import object as obj
-from ftlab.runtime.observer import Observer, Observers
+from ftlab.runtime.observer import Observer
 from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
@@ -87,11 +87,7 @@ class RefcountOracle(Observer):
 
     @classmethod
     def find(cls, rt: "Runtime") -> "RefcountOracle | None":
-        o = rt.observer
-        for x in (o.observers if isinstance(o, Observers) else [o]):
-            if isinstance(x, cls):
-                return x
-        return None
+        return rt.find_observer(cls)
 
     # -----------------------------------------------------------------------------------------
     # Events
@@ -141,6 +137,11 @@ class RefcountOracle(Observer):
         g = self._alive(t, op, "merge")
         g.merging += 1
         self._note(g, t, "merge started")
+
+    def object_queued(self, t, op) -> None:
+        g = self._alive(t, op, "queue")
+        g.queued += 1
+        self._note(g, t, "queued to its owner's BRC queue")
 
     def merge_finished(self, t, op, extra) -> None:
         g = self._alive(t, op, "merge")

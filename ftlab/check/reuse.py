@@ -42,7 +42,7 @@ from ftlab.runtime.mimalloc import block_info
 from ftlab.runtime.mimalloc.page import page_block_size
 from ftlab.runtime.mimalloc.segment import segment_page_start, segment_size
 from ftlab.runtime.mimalloc.types import HeapTag
-from ftlab.runtime.observer import Observer, Observers
+from ftlab.runtime.observer import Observer
 from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
@@ -96,11 +96,7 @@ class ReuseOracle(Observer):
 
     @classmethod
     def find(cls, rt: "Runtime") -> "ReuseOracle | None":
-        o = rt.observer
-        for x in (o.observers if isinstance(o, Observers) else [o]):
-            if isinstance(x, cls):
-                return x
-        return None
+        return rt.find_observer(cls)
 
     # -----------------------------------------------------------------------------------------
     # QSBR events: who may still hold a pointer

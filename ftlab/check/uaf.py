@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import ftlab.runtime.mimalloc as _mimalloc
 from ftlab.runtime import object as _object
 from ftlab.runtime.mimalloc.types import HeapTag
-from ftlab.runtime.observer import Observer, Observers
+from ftlab.runtime.observer import Observer
 from ftlab.sim import memory as _memory
 from ftlab.sim.memory import chain_access_hooks
 from ftlab.sim.violation import ViolationError
@@ -126,11 +126,7 @@ class UseAfterFreeOracle(Observer):
 
     @classmethod
     def find(cls, rt: "Runtime") -> "UseAfterFreeOracle | None":
-        o = rt.observer
-        for x in (o.observers if isinstance(o, Observers) else [o]):
-            if isinstance(x, cls):
-                return x
-        return None
+        return rt.find_observer(cls)
 
     # -----------------------------------------------------------------------------------------
     # The hooks: the fast path first (one dict lookup), `_check` beside it

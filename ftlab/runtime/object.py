@@ -457,6 +457,7 @@ async def dec_ref_shared(t: "ThreadState", op: int) -> None:
     rt.stats["refcnt_atomic"] += 1
     if should_queue:
         rt.stats["brc_queued"] += 1
+        rt.observer.object_queued(t, op)
         await brc.queue_object(t, op)
         return
     rt.observer.ref_dropped(t, op, "decref (shared)")

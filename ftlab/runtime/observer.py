@@ -57,6 +57,7 @@ class Observer:
     # between these two the count is in flux (an explicit merge moves the local count);
     # `extra` is what the merge adds (-1: the caller's reference is given up)
     def merge_started(self, t: "ThreadState", op: int) -> None: ...
+    def object_queued(self, t: "ThreadState", op: int) -> None: ...  # marked QUEUED, to a BRC queue
     def merge_finished(self, t: "ThreadState", op: int, extra: int) -> None: ...
     def object_deallocating(self, t: "ThreadState", op: int) -> None: ...    # _Py_Dealloc
     def object_freeing(self, t: "ThreadState", op: int) -> None: ...         # before the free

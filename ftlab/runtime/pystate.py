@@ -70,6 +70,14 @@ class Runtime:
         # obmalloc.c (FT): delayed frees and the delayed page reuse hooks it plugs into mimalloc
         self.obmalloc = _obmalloc.ObmallocState(self)
 
+    def find_observer(self, cls: type) -> Any:
+        """The installed observer of class `cls` (an oracle), or None."""
+        o = self.observer
+        for x in (o.observers if isinstance(o, Observers) else [o]):
+            if isinstance(x, cls):
+                return x
+        return None
+
     def add_observer(self, observer: Observer) -> None:
         if type(self.observer) is Observer:
             self.observer = observer

@@ -232,3 +232,29 @@ def test_the_oracles_are_quiet_on_valid_multithreaded_runs():
 async def _dropper(t, o):
     obj.load_field(t, o, 32)
     await t.decref(o)
+
+
+def test_ghost_counts_objects_in_brc_queues():
+    """A non-owner's last decref queues the object; the ghost counts it until the merge."""
+    from ftlab.check.refcount import RefcountOracle
+    from ftlab.config import Config
+    from ftlab.explore.execute import execute
+    from ftlab.scenarios import get
+    from ftlab.sim import Random
+
+    seen = []
+    original = RefcountOracle.merge_finished
+
+    def spy(self, t, op, extra):
+        g = self.live.get(op)
+        if g is not None and extra < 0:
+            seen.append(g.queued)
+        original(self, t, op, extra)
+
+    RefcountOracle.merge_finished = spy
+    try:
+        for seed in range(5):
+            assert execute(get("hand-off"), Config(), Random(seed).execution(0)).ok
+    finally:
+        RefcountOracle.merge_finished = original
+    assert seen and all(q == 1 for q in seen)
