@@ -16,10 +16,12 @@ def install(rt: "Runtime") -> None:
     """Install the oracles of checked mode on `rt` (nothing if `rt.config.checked` is off)."""
     if not rt.config.checked:
         return
-    from ftlab.check import heap
-    heap.install(rt)
+    # The refcount oracle before the heap's: at the end of a run a leaked object is reported
+    # as the object it is (with its references), not as the block under it.
     from ftlab.check import refcount
     refcount.install(rt)
+    from ftlab.check import heap
+    heap.install(rt)
     from ftlab.check import reuse
     reuse.install(rt)
     from ftlab.check.qsbr import QsbrOracle

@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ftlab.runtime.mimalloc.page import page_block_size, page_is_valid, page_lists
+from ftlab.runtime.mimalloc.stats import snapshot
 from ftlab.runtime.mimalloc.page_queue import (
     heap_queues_are_valid,
     page_queue_is_valid,
@@ -96,6 +97,7 @@ class HeapChecker(Observer):
         self.due_segments: list[Any] = []
         self.pending_segments: dict[int, list[Any]] = {}
         self.full_checks = 0
+        self.delayed: set[int] = set()      # blocks handed to _PyMem_FreeDelayed, not yet freed
         self.mi.track_touched = True
 
     @classmethod
@@ -120,7 +122,11 @@ class HeapChecker(Observer):
         self.check_block_page(ptr)
         self._op_done(t)
 
+    def mem_free_delayed(self, t: Any, ptr: int, size: int) -> None:
+        self.delayed.add(ptr)
+
     def block_freeing(self, t: Any, ptr: int) -> None:
+        self.delayed.discard(ptr)
         rec = self.live.pop(ptr, None)
         if rec is not None:
             rec.free_thread = self._who(t)
@@ -165,7 +171,24 @@ class HeapChecker(Observer):
             self.check_due()
 
     def run_finished(self, rt: Any) -> None:
+        """DESIGN §5.7 at the block level: once every thread has exited, the blocks still live
+        are exactly the baseline (those set-up allocated), and mimalloc's own count of blocks in
+        use agrees with the ghost's."""
         self.full_check()
+        # Blocks still waiting in delayed-free queues are freed by _PyMem_FiniDelayed at
+        # interpreter finalization, not leaked.
+        leaked = [r for r in self.live.values()
+                  if r.alloc_thread != "set-up" and r.ptr not in self.delayed]
+        if leaked:
+            first = leaked[0]
+            raise ViolationError(
+                "leak", f"{len(leaked)} block(s) allocated by threads are still live after every "
+                        f"thread exited; the first is {first.ptr:#x}", first.history())
+        counted = snapshot(self.mi).blocks_live
+        if counted != len(self.live):
+            raise ViolationError(
+                "leak", f"mimalloc counts {counted} block(s) in use at the end of the run, the "
+                        f"ghost record {len(self.live)}")
 
     # -----------------------------------------------------------------------------------------
     # Explaining a bad pointer

@@ -56,6 +56,8 @@ def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
         if m.violation is not None:
             break
     m.run(chooser)
+    if m.violation is None and scenario.interpreter:
+        rt.finalize()                                   # no choice to make: one thread
     if m.violation is None:
         try:
             rt.observer.run_finished(rt)                # end-of-run oracles (leaks)

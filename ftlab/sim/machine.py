@@ -146,13 +146,17 @@ class Machine:
     # Threads
 
     def spawn(self, start: Callable[[VThread], Coroutine[Any, Any, Any]], name: str | None = None,
-              parent: VThread | None = None) -> VThread:
+              parent: VThread | None = None, after_all: bool = False) -> VThread:
         """Create a thread and run it to its first scheduling point (a plain call: the caller's
-        step, if any, continues afterwards)."""
+        step, if any, continues afterwards). `after_all`: the thread happens after everything
+        every earlier thread did, as one started after joining them all (finalization)."""
         t = VThread(self, len(self.threads), name or f"T{len(self.threads)}")
         self.threads.append(t)
         if self.race is not None:
             self.race.on_spawn(parent, t)
+            if after_all:
+                for u in self.threads[:-1]:
+                    self.race.acquire(t, u.vc)
         t.coro = start(t)
         if self.trace is not None:
             self.record(t, f"start {t.name}" + (f" (by {parent.label})" if parent else ""))

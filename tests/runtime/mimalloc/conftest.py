@@ -35,7 +35,7 @@ class Run:
         """Run `fn` as the only thread; raises the violation if there is one."""
         result = self.rt.run_main(fn)
         if self.checker is not None:
-            self.checker.run_finished(self.rt)
+            self.checker.full_check()
         return result
 
     def go(self, *fns: Callable, strategy=None) -> Any:
@@ -46,7 +46,7 @@ class Run:
         m.run((strategy or Random(0)).execution(0))
         if m.violation is None and self.checker is not None:
             try:
-                self.checker.run_finished(self.rt)
+                self.checker.full_check()
             except ViolationError as e:
                 return e
         return m.violation
