@@ -18,7 +18,7 @@ from ftlab.config import MUTATIONS, VERSIONS, Config, ConfigError
 from ftlab.explore.portfolio import ExploreError, parse_spec
 from ftlab.scenarios import UnknownName, catalog, get
 from ftlab.sim.schedule import ScheduleError
-from ftlab.sim.strategies import DFS, PCT, Random, RoundRobin, Strategy
+from ftlab.sim.strategies import RoundRobin, Strategy
 from ftlab.workloads import UnknownWorkload
 
 

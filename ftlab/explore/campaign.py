@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ftlab.config import MUTATIONS, VERSIONS
+from ftlab.config import MUTATIONS, VERSIONS, Config
 from ftlab.explore.backends import make_backend
 from ftlab.explore.portfolio import (
     DEFAULT_BATCH, DEFAULT_BUDGET, ExploreError, PlannedBatch, StrategySpec, default_portfolio,
@@ -153,7 +153,6 @@ def pct_steps(scenario, mutation: str, version: str) -> int:
     probe runs (one random, one without preemption) make more decisions. Like Shuttle, which
     learns k from a first run: a stale estimate puts every change point in the first few
     decisions, and PCT then misses bugs of depth > 1. Deterministic, so part of the params."""
-    from ftlab.config import Config
     from ftlab.explore.execute import execute
     from ftlab.explore.shrink import ContinueChooser
     from ftlab.sim.strategies import Random
@@ -672,3 +671,28 @@ def explore(scenario: str | Sequence[str] | None = None, *,
         raise
     finally:
         store.close()
+
+
+def first_detection(scenario, mutation: str, budget: int = 1000, seed: int = 0,
+                    version: str = "3.14"):
+    """Run the default portfolio on `scenario` under `mutation` in the campaign's canonical
+    batch order, serially, until the first violation: (that result, schedules run), or
+    (None, schedules run) when the budget ends first. What a campaign row computes, without a
+    store or workers."""
+    from ftlab.explore.execute import execute
+
+    config = Config(version=version, mutations=frozenset([mutation]))
+    specs = default_portfolio(scenario)
+    k = pct_steps(scenario, mutation, config.version)
+    strategies = [s.make(seed, k) for s in specs]
+    n = 0
+    for b in plan_batches(len(specs), budget, DEFAULT_BATCH):
+        for i in range(b.start, b.start + b.count):
+            chooser = strategies[b.strategy].execution(i)
+            if chooser is None:
+                break
+            n += 1
+            r = execute(scenario, config, chooser)
+            if r.violations:
+                return r, n
+    return None, n

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 
 from ftlab import Config, run
-from ftlab.explore.campaign import pct_steps
+from ftlab.explore.campaign import first_detection as _first_detection
 from ftlab.explore.execute import execute
-from ftlab.explore.portfolio import default_portfolio, plan_batches
 from ftlab.scenarios import catalog, get
 from ftlab.scenarios.list_resize import INITIAL, LIST_RESIZE, new_allocated
 from ftlab.sim import DFS, PCT, Random, Replay
@@ -32,24 +31,7 @@ def _clean(strategy, budget: int, config: Config | None = None) -> tuple[int, in
 
 
 def first_detection(mutation: str, budget: int = 1000, seed: int = 0):
-    """The default portfolio in the campaign's canonical batch order: the first failing result
-    and the number of schedules it took."""
-    sc = get(NAME)
-    config = Config(mutations=frozenset([mutation]))
-    specs = default_portfolio(sc)
-    k = pct_steps(sc, mutation, config.version)
-    strategies = [s.make(seed, k) for s in specs]
-    n = 0
-    for b in plan_batches(len(specs), budget, 20):
-        for i in range(b.start, b.start + b.count):
-            chooser = strategies[b.strategy].execution(i)
-            if chooser is None:
-                break
-            n += 1
-            r = execute(sc, config, chooser)
-            if r.violations:
-                return r, n
-    return None, n
+    return _first_detection(get(NAME), mutation, budget, seed)
 
 
 def test_the_scenario_is_in_the_catalog():

@@ -8,9 +8,8 @@ from __future__ import annotations
 import pytest
 
 from ftlab import Config, run
-from ftlab.explore.campaign import pct_steps
+from ftlab.explore.campaign import first_detection as _first_detection
 from ftlab.explore.execute import execute
-from ftlab.explore.portfolio import default_portfolio, plan_batches
 from ftlab.scenarios import catalog, get
 from ftlab.scenarios.refcount import SCENARIOS
 from ftlab.sim import DFS, PCT, Random, Replay
@@ -36,24 +35,7 @@ NEEDS_PAGE_DELAY = pytest.mark.xfail(
 
 
 def first_detection(name: str, mutation: str, budget: int = 1000, seed: int = 0):
-    """Run the default portfolio in the campaign's canonical batch order; return the first
-    failing result and how many schedules it took."""
-    sc = get(name)
-    config = Config(mutations=frozenset([mutation]))
-    specs = default_portfolio(sc)
-    k = pct_steps(sc, mutation, config.version)
-    strategies = [s.make(seed, k) for s in specs]
-    n = 0
-    for b in plan_batches(len(specs), budget, 20):
-        for i in range(b.start, b.start + b.count):
-            chooser = strategies[b.strategy].execution(i)
-            if chooser is None:
-                break
-            n += 1
-            r = execute(sc, config, chooser)
-            if r.violations:
-                return r, n
-    return None, n
+    return _first_detection(get(name), mutation, budget, seed)
 
 
 def test_the_scenarios_are_in_the_catalog():
