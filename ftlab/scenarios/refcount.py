@@ -209,7 +209,7 @@ async def _reader_once(t) -> None:
     await s.ready.set()
     if o:
         _use(t, o)
-        await _wait(t, s.go)                    # drop it while the owner merges
+        await t.wait(s.go)                    # drop it while the owner merges
         await t.decref(o)
 
 
@@ -219,17 +219,10 @@ async def _merging_owner(t) -> None:
     store_field(t, o, CHILD, await _new_item(t, OLD_ITEM, 2, maybe_weakref=False))
     await t.mem.store(s.addr, o, 8, SEQ_CST)
     reader = await t.spawn(_reader_once, name="reader")
-    await _wait(t, s.ready)                     # the reader has taken its reference (or not)
+    await t.wait(s.ready)                     # the reader has taken its reference (or not)
     await s.go.set()
     await t.decref(await _replace(t, s, 0))     # local 1 -> 0: merge unless shared is 0
     await t.join(reader)
-
-
-async def _wait(t, event) -> None:
-    """Block on `event`, detached (as every blocking wait of the runtime)."""
-    await t.detach()
-    await event.wait()
-    await t.attach()
 
 
 MERGE_VS_READER = Scenario(

@@ -94,9 +94,8 @@ def heap_queue_first_update(heap: Heap, pq: PageQueue) -> None:
         pages_free[sz] = page
 
 
-def page_queue_remove(queue: PageQueue, page: Page) -> None:
-    """`mi_page_queue_remove`."""
-    heap = page.heap
+def _unlink(heap: Heap, queue: PageQueue, page: Page) -> None:
+    """Take `page` out of `queue`'s list (the first half of remove and of enqueue_from)."""
     if page.prev is not None:
         page.prev.next = page.next
     if page.next is not None:
@@ -106,6 +105,12 @@ def page_queue_remove(queue: PageQueue, page: Page) -> None:
     if page is queue.first:
         queue.first = page.next
         heap_queue_first_update(heap, queue)
+
+
+def page_queue_remove(queue: PageQueue, page: Page) -> None:
+    """`mi_page_queue_remove`."""
+    heap = page.heap
+    _unlink(heap, queue, page)
     heap.page_count -= 1
     page.next = None
     page.prev = None
@@ -136,15 +141,7 @@ def page_queue_push(heap: Heap, queue: PageQueue, page: Page) -> None:
 def page_queue_enqueue_from(to: PageQueue, frm: PageQueue, page: Page) -> None:
     """`mi_page_queue_enqueue_from`: move to the tail of `to`."""
     heap = page.heap
-    if page.prev is not None:
-        page.prev.next = page.next
-    if page.next is not None:
-        page.next.prev = page.prev
-    if page is frm.last:
-        frm.last = page.prev
-    if page is frm.first:
-        frm.first = page.next
-        heap_queue_first_update(heap, frm)
+    _unlink(heap, frm, page)
     page.prev = to.last
     page.next = None
     if to.last is not None:
