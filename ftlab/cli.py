@@ -181,10 +181,10 @@ def cmd_replay(args) -> int:
     return 1 if result.violations else 0
 
 
-def _open_store(path: str, create: bool):
+def _open_store(path: str, create: bool, write: bool = False):
     from ftlab.explore.store import Store
 
-    return Store.open(path, create=create)
+    return Store.open(path, create=create, write=write)
 
 
 def _stored_violation(db: str, vid: int):
@@ -289,7 +289,7 @@ def cmd_shrink(args) -> int:
     vid = _violation_id(args.run_id)
     if vid is None:
         raise BadInput(f"expected a stored violation id (see `ftlab report`), not {args.run_id!r}")
-    store = _open_store(args.db, create=False)
+    store = _open_store(args.db, create=False, write=True)
     try:
         v = store.violation(vid)
         if v is None:

@@ -10,15 +10,15 @@ so a campaign's outcome does not depend on the backend. Each has `submit(task) -
 - `ProcessBackend`: `concurrent.futures.ProcessPoolExecutor` with the `spawn` start method
   (nothing inherited from the parent but what a task carries; safe beside the progress bar's
   thread). Workers ignore SIGINT: Ctrl-C is the campaign's.
-- `DaskBackend`: a `distributed.Client` connected to `tcp://HOST:PORT`, with a short connect
-  timeout; an address that does not answer is bad input.
+- `DaskBackend`: a `distributed.Client` connected to `tcp://HOST:PORT` (any address form Dask
+  accepts, see `parse_cluster_address`), with a short connect timeout; an address that does
+  not parse, or does not answer, is bad input.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-import re
 from typing import Any, Mapping
 
 from ftlab.explore.portfolio import ExploreError
@@ -82,15 +82,68 @@ class ProcessBackend:
         self.pool.shutdown(wait=True, cancel_futures=bool(pending))
 
 
-_ADDRESS = re.compile(r"^(tcp|tls|inproc|ucx)://[^\s/:]+(:\d{1,5})?/?$")
+def parse_cluster_address(address: str) -> str:
+    """The scheduler address as Dask will connect to it, or `ExploreError` (bad input).
+
+    Dask's own parsing decides (`distributed.comm.addressing`): `tcp://HOST:PORT`, `tls://`,
+    `ws://`, `wss://`, `ucx://`, a bare `HOST:PORT` (tcp), IPv6 hosts in brackets
+    (`tcp://[::1]:8786`). On top of it: a port in 1..65535 and a host that is an IP address or
+    a DNS name, so that a typo is refused here and never looked up. Nothing is resolved or
+    connected to. An `inproc://` address lives inside one process and cannot be reached."""
+    text = address.strip()
+    if not text:
+        raise ExploreError("empty cluster address: expected tcp://HOST:PORT")
+    bad = f"bad cluster address {address!r}"
+    if not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):
+        raise ExploreError(f"{bad}: expected tcp://HOST:PORT")
+    try:
+        from distributed.comm import registry
+        from distributed.comm.addressing import (
+            parse_address, parse_host_port, unparse_address, unparse_host_port,
+        )
+    except ImportError:  # pragma: no cover - a dependency
+        raise ExploreError("--cluster needs the 'distributed' package") from None
+    try:
+        scheme, loc = parse_address(text, strict=False)
+    except ValueError as e:
+        raise ExploreError(f"{bad}: {e}") from None
+    if scheme == "inproc":
+        raise ExploreError(f"{bad}: an inproc:// scheduler lives inside one process; use tcp://HOST:PORT")
+    if scheme not in registry.backends:
+        known = ", ".join(f"{s}://" for s in sorted(registry.backends) if s != "inproc")
+        raise ExploreError(f"{bad}: unknown scheme {scheme!r} (Dask knows {known})")
+    loc = loc.rstrip("/")
+    try:
+        host, port = parse_host_port(loc)
+    except ValueError as e:
+        raise ExploreError(f"{bad}: {e}") from None
+    if not 1 <= port <= 65535:
+        raise ExploreError(f"{bad}: port {port} is not from 1 to 65535")
+    if not _is_host(host):
+        raise ExploreError(f"{bad}: {host!r} is neither an IP address nor a host name")
+    return unparse_address(scheme, unparse_host_port(host, port))
+
+
+def _is_host(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    if not host or len(host) > 253 or host.startswith("[") or host.replace(".", "").isdigit():
+        return False
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    return all(0 < len(label) <= 63 and not label.startswith("-") and not label.endswith("-")
+               and all(c.isalnum() or c in "-_" for c in label) for label in labels)
 
 
 class DaskBackend:
     name = "dask"
 
     def __init__(self, address: str, timeout: float = CONNECT_TIMEOUT) -> None:
-        if not _ADDRESS.match(address):
-            raise ExploreError(f"bad cluster address {address!r}: expected tcp://HOST:PORT")
+        address = parse_cluster_address(address)
         try:
             from distributed import Client
         except ImportError:  # pragma: no cover - a dependency
@@ -128,7 +181,7 @@ class DaskBackend:
 
 
 def make_backend(workers: int, cluster: str | None, scenarios: Mapping[str, Any] | None = None):
-    if cluster:
+    if cluster is not None:
         return DaskBackend(cluster)
     if workers <= 1:
         return SerialBackend(scenarios)

@@ -13,13 +13,23 @@ by `PRAGMA application_id` = `APPLICATION_ID`, "FTLB"):
 - `violations`: every violation counted in a row, with its schedule and, for the decisive
   one, the shrunk schedule. Its `id` is what `ftlab replay ID` and `ftlab shrink ID` take.
 
-Opening refuses, without writing a byte, anything that is not ours: a file that is not SQLite,
-a SQLite database with another application id, or one from a newer ftlab. A read-only open
-(`ftlab report`, `ftlab replay ID`) never creates the file.
+Opening refuses, without writing a byte, anything it cannot use (`StoreError`, exit 2, one
+line naming the file and what is wrong): a file that is not SQLite, a SQLite database with
+another application id, one from a newer ftlab, a truncated or damaged file, a missing table or
+column, a value of the wrong type, malformed JSON in any column, references that lead nowhere;
+for writing also a read-only file, directory or file system, and a lock that another process
+holds for more than `LOCK_TIMEOUT`. All of it is checked before the first write. A read-only
+open (`ftlab report`, `ftlab replay ID`) never creates the file and works on read-only files.
+
+The one write before the checks is SQLite's own recovery: a journal left by a process killed
+in the middle of a commit is rolled back (restoring the last commit), as any connection that
+can write would do on its first read. A campaign survives a kill anywhere: every commit is one
+transaction, so a batch is stored whole or not at all, and counted once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -31,6 +41,7 @@ from ftlab.explore.portfolio import ExploreError
 APPLICATION_ID = 0x46544C42  # "FTLB"
 SCHEMA_VERSION = 1
 DEFAULT_DB = Path(".ftlab") / "results.sqlite"
+LOCK_TIMEOUT = 10.0          # seconds to wait for another process's lock before refusing
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -126,42 +137,335 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _refuse(path: Path, why: str) -> ExploreError:
-    return ExploreError(f"{path}: {why}; refusing to use it (nothing was written)")
+class StoreError(ExploreError):
+    """A results database that cannot be used as it is: bad input (exit 2), with a message that
+    names the file and what is wrong with it."""
 
 
-def _check_existing(path: Path) -> None:
-    """Refuse a file that is not an ftlab store, reading it only."""
+def _refuse(path: Path, why: str) -> StoreError:
+    return StoreError(f"{path}: {why}; refusing to use it (nothing was written)")
+
+
+def _sqlite_why(e: sqlite3.Error) -> str:
+    text = str(e)
+    if "locked" in text or "busy" in text:
+        return f"locked by another process for more than {LOCK_TIMEOUT:g} s"
+    if "readonly" in text or "read-only" in text:
+        return "not writable (a read-only file, directory or file system)"
+    if "malformed" in text or "not a database" in text or "disk I/O" in text:
+        return f"damaged ({text})"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking a file before use
+#
+# Everything below reads only. It runs on every open of an existing file, before the first
+# write, so that a damaged store is refused as it is instead of failing halfway through a
+# campaign: the SQLite file itself (header, size, `PRAGMA quick_check`), our marks, the schema
+# (every table and column, the type of every value), every JSON column parsed and its shape
+# checked, and the references between tables that a campaign follows.
+
+_JSON_COLUMNS = (("campaigns", "params"), ("rows", "expected"), ("rows", "strategies"),
+                 ("batches", "violations"), ("violations", "mutations"),
+                 ("violations", "details"))
+_CAMPAIGN_STATUS = ("running", "interrupted", "done")
+_ROW_STATUS = ("pending", "shrinking", "done")
+_MAX_COUNT = 10**9          # the CLI's bound on budgets and batch sizes
+
+
+def _expected_columns() -> dict[str, list[tuple[str, str, bool]]]:
+    """{table: [(column, declared type, NOT NULL)]} of `_SCHEMA`."""
+    con = sqlite3.connect(":memory:")
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(_SQLITE_MAGIC))
-    except IsADirectoryError:
-        raise ExploreError(f"{path}: is a directory, not a results database") from None
-    except OSError as e:
-        raise ExploreError(f"{path}: cannot read: {e.strerror or e}") from None
-    if head != _SQLITE_MAGIC:
-        raise _refuse(path, "not an SQLite database" if head else "empty file, not an ftlab results database")
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        con.executescript(_SCHEMA)
+        tables = [r[0] for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: [(c[1], c[2], bool(c[3]) or bool(c[5] and c[2] == "INTEGER"))
+                    for c in con.execute(f"PRAGMA table_info({t})")] for t in tables}
+    finally:
+        con.close()
+
+
+_TYPEOF = {"INTEGER": ("integer",), "REAL": ("real", "integer"), "TEXT": ("text",),
+           "BLOB": ("blob",)}
+
+
+def _check_header(path: Path, head: bytes, size: int) -> str | None:
+    """The file's size against its header: a truncated file is refused before SQLite reads
+    past its end (which it would take for zeroes)."""
+    if len(head) < 100:
+        return f"truncated ({size} bytes, shorter than an SQLite header)"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    if page < 512 or page & (page - 1):
+        return f"damaged (page size {page} in its header)"
+    if size % page:
+        return f"truncated or damaged ({size} bytes, not a whole number of {page}-byte pages)"
+    pages = int.from_bytes(head[28:32], "big")
+    valid = head[24:28] == head[92:96]      # the in-header size is valid (SQLite ≥ 3.7.0)
+    if valid and pages and pages * page != size:
+        return f"truncated ({size} bytes; its header says {pages * page})"
+    return None
+
+
+def _shape_params(p: Any) -> str | None:
+    from ftlab.config import VERSIONS
+
+    if not isinstance(p, dict):
+        return "not an object"
+    for k in ("seed", "batch", "shrink_runs"):
+        if not _is_int(p.get(k), 0 if k == "seed" else 1, 2**32 - 1 if k == "seed" else _MAX_COUNT):
+            return f"{k!r} is {p.get(k)!r}"
+    if p.get("version") not in VERSIONS:
+        return f"unknown version {p.get('version')!r}"
+    if not isinstance(p.get("shrink"), bool):
+        return f"'shrink' is {p.get('shrink')!r}"
+    rows = p.get("rows")
+    if not isinstance(rows, list) or not rows:
+        return "no list of rows"
+    for i, r in enumerate(rows):
+        why = _shape_row_params(r)
+        if why:
+            return f"row {i}: {why}"
+    return None
+
+
+def _shape_row_params(r: Any) -> str | None:
+    from ftlab.explore.portfolio import parse_spec
+
+    if not isinstance(r, dict):
+        return "not an object"
+    if not isinstance(r.get("scenario"), str) or not isinstance(r.get("mutation"), str):
+        return "no scenario or mutation name"
+    if not _is_str_list(r.get("expected")):
+        return "'expected' is not a list of names"
+    strategies = r.get("strategies")
+    if not _is_str_list(strategies) or not strategies:
+        return "'strategies' is not a list of strategies"
+    for s in strategies:
         try:
-            app = con.execute("PRAGMA application_id").fetchone()[0]
-            ver = con.execute("PRAGMA user_version").fetchone()[0]
-            if app == APPLICATION_ID:
-                con.execute("SELECT count(*) FROM campaigns").fetchone()
+            parse_spec(s)
+        except ExploreError as e:
+            return str(e)
+    if not _is_int(r.get("budget"), 1, _MAX_COUNT) or not _is_int(r.get("pct_steps"), 0, _MAX_COUNT):
+        return "bad budget or pct_steps"
+    return None
+
+
+_BATCH_VIOLATION = {"execution": int, "kind": str, "message": str, "thread": (str, type(None)),
+                    "step": int, "details": list, "schedule": (str, type(None)), "steps": int,
+                    "decisions": int, "preemptions": int, "decisive": bool}
+
+
+def _shape_batch_violations(vs: Any) -> str | None:
+    if not isinstance(vs, list):
+        return "not a list"
+    for v in vs:
+        if not isinstance(v, dict):
+            return "an entry that is not an object"
+        for k, t in _BATCH_VIOLATION.items():
+            if k not in v or not isinstance(v[k], t) or (t is int and isinstance(v[k], bool)):
+                return f"an entry whose {k!r} is {v.get(k)!r}"
+    return None
+
+
+def _is_int(x: Any, lo: int, hi: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+
+def _is_str_list(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(s, str) for s in x)
+
+
+_SHAPES = {("campaigns", "params"): _shape_params,
+           ("rows", "expected"): lambda x: None if _is_str_list(x) else "not a list of names",
+           ("rows", "strategies"): lambda x: None if _is_str_list(x) else "not a list of names",
+           ("batches", "violations"): _shape_batch_violations,
+           ("violations", "mutations"): lambda x: None if _is_str_list(x) else "not a list of names",
+           ("violations", "details"): lambda x: None if isinstance(x, list) else "not a list"}
+
+# Rows a campaign cannot use, as (what is wrong, query returning the offending rowid).
+_RELATIONS = (
+    ("a row of no campaign",
+     "SELECT r.id FROM rows r LEFT JOIN campaigns c ON c.id = r.campaign_id WHERE c.id IS NULL"),
+    ("a batch of no row",
+     "SELECT b.rowid FROM batches b LEFT JOIN rows r ON r.id = b.row_id WHERE r.id IS NULL"),
+    ("a strategy count of no row", "SELECT s.rowid FROM strategy_counts s"
+     " LEFT JOIN rows r ON r.id = s.row_id WHERE r.id IS NULL"),
+    ("a violation of no row", "SELECT v.id FROM violations v LEFT JOIN rows r ON r.id = v.row_id"
+     " WHERE v.row_id IS NOT NULL AND r.id IS NULL"),
+    ("a violation of no campaign", "SELECT v.id FROM violations v LEFT JOIN campaigns c"
+     " ON c.id = v.campaign_id WHERE v.campaign_id IS NOT NULL AND c.id IS NULL"),
+    ("a row whose counterexample is missing", "SELECT r.id FROM rows r LEFT JOIN violations v"
+     " ON v.id = r.violation_id WHERE r.violation_id IS NOT NULL AND v.id IS NULL"),
+    ("a row being shrunk without a counterexample", "SELECT r.id FROM rows r LEFT JOIN violations v"
+     " ON v.id = r.violation_id WHERE r.status = 'shrinking' AND v.schedule IS NULL"),
+    ("an explored row without its verdict", "SELECT id FROM rows WHERE status != 'pending' AND"
+     " (verdict IS NULL OR ok IS NULL OR schedules IS NULL OR exhausted IS NULL)"),
+    ("a campaign of unknown status", "SELECT id FROM campaigns WHERE status NOT IN"
+     f" {_CAMPAIGN_STATUS}"),
+    ("a row of unknown status", f"SELECT id FROM rows WHERE status NOT IN {_ROW_STATUS}"),
+    ("a batch with negative counts", "SELECT rowid FROM batches WHERE seq < 0 OR ran < 0"
+     " OR steps < 0 OR others < 0 OR (decisive IS NOT NULL AND (decisive < 0 OR decisive >= ran))"),
+)
+
+
+def _check_contents(con: sqlite3.Connection) -> str | None:
+    """What makes the store unusable, or None. Reads only."""
+    expected = _expected_columns()
+    have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table, columns in expected.items():
+        if table not in have:
+            return f"damaged: table {table!r} is missing"
+        present = {c[1] for c in con.execute(f"PRAGMA table_info({table})")}
+        for name, decl, notnull in columns:
+            if name not in present:
+                return f"damaged: column {table}.{name} is missing"
+            allowed = _TYPEOF[decl] + (() if notnull else ("null",))
+            bad = con.execute(f"SELECT rowid, typeof({name}) FROM {table} WHERE typeof({name})"
+                              f" NOT IN ({', '.join(repr(a) for a in allowed)}) LIMIT 1").fetchone()
+            if bad:
+                return f"damaged: {table}.{name} holds a {bad[1]} value (rowid {bad[0]})"
+    for table, column in _JSON_COLUMNS:
+        for rowid, text in con.execute(f"SELECT rowid, {column} FROM {table}"):
+            try:
+                value = json.loads(text)
+            except ValueError as e:
+                return f"damaged: malformed JSON in {table}.{column} (rowid {rowid}: {e})"
+            why = _SHAPES[table, column](value)
+            if why:
+                return f"damaged: {table}.{column} of rowid {rowid}: {why}"
+    for what, sql in _RELATIONS:
+        bad = con.execute(sql + " LIMIT 1").fetchone()
+        if bad:
+            return f"damaged: {what} (rowid {bad[0]})"
+    return _check_campaign_rows(con)
+
+
+def _check_campaign_rows(con: sqlite3.Connection) -> str | None:
+    """Each campaign's rows are exactly the rows of its parameters, in order; each DFS
+    frontier can be read back."""
+    from ftlab.explore.portfolio import dfs_restore
+
+    for cid, params in con.execute("SELECT id, params FROM campaigns"):
+        prows = json.loads(params)["rows"]
+        got = con.execute("SELECT ord, scenario, mutation FROM rows WHERE campaign_id = ?"
+                          " ORDER BY ord", (cid,)).fetchall()
+        want = [(i, r["scenario"], r["mutation"]) for i, r in enumerate(prows)]
+        if got != want:
+            return f"damaged: the rows of campaign {cid} are not those of its parameters"
+    for rowid, blob in con.execute("SELECT rowid, dfs_state FROM batches"
+                                   " WHERE dfs_state IS NOT NULL"):
+        try:
+            dfs_restore(None, blob)
+        except Exception as e:  # anything a damaged blob can raise: zlib, JSON, missing keys
+            return f"damaged: batches.dfs_state of rowid {rowid} ({type(e).__name__})"
+    return None
+
+
+def _journal(path: Path) -> Path:
+    return path.with_name(path.name + "-journal")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why SQLite could not write `path` (an existing file), or None. Root passes `os.access`
+    whatever the mode bits say, as SQLite's own writes would."""
+    try:
+        st = os.statvfs(path)
+    except OSError as e:
+        return f"cannot stat ({e.strerror or e})"
+    if st.f_flag & os.ST_RDONLY:
+        return "on a read-only file system"
+    if not _access(path, os.W_OK):
+        return "a read-only file"
+    parent = path.parent
+    if not _access(parent, os.W_OK | os.X_OK):
+        return f"in a directory that is not writable ({parent}; SQLite keeps its journal beside the file)"
+    return None
+
+
+def _access(path: Path, mode: int) -> bool:
+    """`os.access` for the effective user, the one SQLite opens files as."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def _recover(path: Path) -> None:
+    """A journal left by a process killed in the middle of a commit: SQLite's recovery rolls
+    it back on the next read by a connection that can write, restoring the last commit. Done
+    first, so that the checks below see that commit and not a half-written file."""
+    journal = _journal(path)
+    try:
+        if not journal.is_file() or journal.stat().st_size == 0:
+            return
+    except OSError:
+        return
+    why = _unwritable(path)
+    if why is not None:
+        raise _refuse(path, f"a killed process left an unfinished transaction ({journal.name}) "
+                            f"that cannot be rolled back: the file is {why}")
+    try:
+        con = sqlite3.connect(str(path), timeout=LOCK_TIMEOUT)
+        try:
+            con.execute("PRAGMA schema_version").fetchone()
         finally:
             con.close()
     except sqlite3.Error as e:
-        raise _refuse(path, f"corrupt SQLite database ({e})") from None
-    if app != APPLICATION_ID:
-        raise _refuse(path, "an SQLite database of another application (not an ftlab results database)")
-    if ver > SCHEMA_VERSION:
-        raise _refuse(path, f"written by a newer ftlab (schema {ver}; this one reads up to {SCHEMA_VERSION})")
-    if ver < 1:
-        raise _refuse(path, f"unknown ftlab schema version {ver}")
+        raise _refuse(path, _sqlite_why(e)) from None
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse a file that is not a usable ftlab store, reading it only (but for `_recover`)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except IsADirectoryError:
+        raise StoreError(f"{path}: is a directory, not a results database") from None
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not head.startswith(_SQLITE_MAGIC):
+        if _SQLITE_MAGIC.startswith(head) and head:
+            raise _refuse(path, f"truncated ({size} bytes, shorter than an SQLite header)")
+        raise _refuse(path, "not an SQLite database" if head else "empty file, not an ftlab results database")
+    _recover(path)
+    with open(path, "rb") as f:
+        head = f.read(100)
+        size = os.fstat(f.fileno()).st_size
+    why = _check_header(path, head, size)
+    if why:
+        raise _refuse(path, why)
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=LOCK_TIMEOUT)
+        try:
+            app = con.execute("PRAGMA application_id").fetchone()[0]
+            ver = con.execute("PRAGMA user_version").fetchone()[0]
+            if app != APPLICATION_ID:
+                raise _refuse(path, "an SQLite database of another application (not an ftlab results database)")
+            if ver > SCHEMA_VERSION:
+                raise _refuse(path, f"written by a newer ftlab (schema {ver}; this one reads up to {SCHEMA_VERSION})")
+            if ver < 1:
+                raise _refuse(path, f"unknown ftlab schema version {ver}")
+            problems = [r[0] for r in con.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise _refuse(path, f"damaged (SQLite's check: {'; '.join(problems)})")
+            why = _check_contents(con)
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        why = _sqlite_why(e)
+        if why == str(e):
+            why = f"damaged ({e})"
+    if why:
+        raise _refuse(path, why)
 
 
 class Store:
-    """An open campaign store. `Store.open(path)` for the CLI; `Store.memory()` for the API."""
+    """An open campaign store. `Store.open(path)` for the CLI; `Store.memory()` for the API.
+    Every SQLite error after opening (a lock held too long by another process, a file that
+    became unwritable or damaged) is a `StoreError` naming the file."""
 
     def __init__(self, con: sqlite3.Connection, path: str) -> None:
         self.con = con
@@ -171,28 +475,52 @@ class Store:
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, create: bool = True) -> "Store":
+    def open(cls, path: str | os.PathLike, *, create: bool = True,
+             write: bool | None = None) -> "Store":
+        """Open (or with `create`, make) the store at `path`. `write` (default: `create`) opens
+        it for writing; without it the connection is read-only, and a read-only file or file
+        system is fine. An existing file is checked whole before anything is written."""
         p = Path(path)
+        write = create if write is None else write
         if p.is_dir():
-            raise ExploreError(f"{p}: is a directory, not a results database")
+            raise StoreError(f"{p}: is a directory, not a results database")
         if p.exists():
             _check_existing(p)
+            if not write:
+                try:
+                    con = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True,
+                                          timeout=LOCK_TIMEOUT)
+                except sqlite3.Error as e:
+                    raise _refuse(p, _sqlite_why(e)) from None
+                return cls(con, str(p))
+            why = _unwritable(p)
+            if why is not None:
+                raise _refuse(p, f"{why}; `ftlab report` and `ftlab replay` can still read it")
             try:
-                con = sqlite3.connect(str(p), timeout=30)
+                con = sqlite3.connect(str(p), timeout=LOCK_TIMEOUT)
+                # Take the write lock once and give it back: another writer holding it past the
+                # timeout is refused here, before anything is written.
+                con.execute("BEGIN IMMEDIATE")
+                con.rollback()
             except sqlite3.Error as e:
-                raise ExploreError(f"{p}: cannot open: {e}") from None
+                raise _refuse(p, _sqlite_why(e)) from None
             return cls(con, str(p))
         if not create:
-            raise ExploreError(f"no results database at {p} (run `ftlab explore` first, or pass --db)")
+            raise StoreError(f"no results database at {p} (run `ftlab explore` first, or pass --db)")
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ExploreError(f"cannot create {p.parent}: {e.strerror or e}") from None
+            raise StoreError(f"cannot create {p.parent}: {e.strerror or e}") from None
         try:
-            con = sqlite3.connect(str(p), timeout=30)
+            if os.statvfs(p.parent).f_flag & os.ST_RDONLY:
+                raise StoreError(f"{p}: cannot create a database there: a read-only file system")
+        except OSError:
+            pass
+        try:
+            con = sqlite3.connect(str(p), timeout=LOCK_TIMEOUT)
             cls._create(con)
         except sqlite3.Error as e:
-            raise ExploreError(f"{p}: cannot create a database there: {e}") from None
+            raise StoreError(f"{p}: cannot create a database there: {e}") from None
         return cls(con, str(p))
 
     @classmethod
@@ -211,12 +539,30 @@ class Store:
     def close(self) -> None:
         self.con.close()
 
+    # -- every statement goes through these two -------------------------------------------------
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        try:
+            return self.con.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read it: {_sqlite_why(e)}") from None
+
+    @contextlib.contextmanager
+    def _write(self):
+        """One transaction: committed whole, or (an error, a KeyboardInterrupt) not at all."""
+        try:
+            with self.con:
+                yield self.con
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot write it: {_sqlite_why(e)}") from None
+
+
     # -- campaigns ----------------------------------------------------------------------------
 
     def new_campaign(self, key: str, params: dict, version: str,
                      rows: Iterable[dict]) -> int:
         now = _now()
-        with self.con:
+        with self._write():
             cur = self.con.execute(
                 "INSERT INTO campaigns (key, params, ftlab_version, started, updated, status)"
                 " VALUES (?, ?, ?, ?, ?, 'running')",
@@ -231,29 +577,29 @@ class Store:
         return cid
 
     def unfinished(self, key: str) -> int | None:
-        row = self.con.execute(
+        row = _first(self._read(
             "SELECT id FROM campaigns WHERE key = ? AND status != 'done' ORDER BY id DESC LIMIT 1",
-            (key,)).fetchone()
+            (key,)))
         return row["id"] if row else None
 
     def latest_unfinished(self) -> int | None:
-        row = self.con.execute(
-            "SELECT id FROM campaigns WHERE status != 'done' ORDER BY id DESC LIMIT 1").fetchone()
+        row = _first(self._read(
+            "SELECT id FROM campaigns WHERE status != 'done' ORDER BY id DESC LIMIT 1"))
         return row["id"] if row else None
 
     def campaign(self, cid: int) -> sqlite3.Row | None:
-        return self.con.execute("SELECT * FROM campaigns WHERE id = ?", (cid,)).fetchone()
+        return _first(self._read("SELECT * FROM campaigns WHERE id = ?", (cid,)))
 
     def campaigns(self) -> list[sqlite3.Row]:
-        return self.con.execute("SELECT * FROM campaigns ORDER BY id").fetchall()
+        return self._read("SELECT * FROM campaigns ORDER BY id")
 
     def latest_campaign(self) -> int | None:
-        row = self.con.execute("SELECT max(id) AS id FROM campaigns").fetchone()
+        row = _first(self._read("SELECT max(id) AS id FROM campaigns"))
         return row["id"]
 
     def set_campaign(self, cid: int, *, status: str, wall_seconds: float,
                      ok: bool | None = None) -> None:
-        with self.con:
+        with self._write():
             self.con.execute(
                 "UPDATE campaigns SET status = ?, wall_seconds = wall_seconds + ?, ok = ?,"
                 " updated = ? WHERE id = ?",
@@ -262,17 +608,15 @@ class Store:
     # -- rows and batches ---------------------------------------------------------------------
 
     def rows(self, cid: int) -> list[sqlite3.Row]:
-        return self.con.execute("SELECT * FROM rows WHERE campaign_id = ? ORDER BY ord",
-                                (cid,)).fetchall()
+        return self._read("SELECT * FROM rows WHERE campaign_id = ? ORDER BY ord", (cid,))
 
     def batches(self, row_id: int) -> list[sqlite3.Row]:
-        return self.con.execute("SELECT * FROM batches WHERE row_id = ? ORDER BY seq",
-                                (row_id,)).fetchall()
+        return self._read("SELECT * FROM batches WHERE row_id = ? ORDER BY seq", (row_id,))
 
     def add_batches(self, items: Iterable[tuple[int, Any]]) -> None:
         """Commit batch results (row id, BatchResult) in one transaction. A DFS batch's
         frontier replaces the one the previous batch of its chain kept."""
-        with self.con:
+        with self._write():
             for row_id, b in items:
                 if b.dfs_state is not None:
                     self.con.execute("UPDATE batches SET dfs_state = NULL WHERE row_id = ? AND"
@@ -290,7 +634,7 @@ class Store:
                          version: str) -> int | None:
         """Record a row whose exploration is over; returns the decisive violation's id."""
         decisive_id = None
-        with self.con:
+        with self._write():
             for v in violations:
                 cur = self.con.execute(
                     "INSERT INTO violations (campaign_id, row_id, scenario, mutations, version,"
@@ -317,7 +661,7 @@ class Store:
 
     def finish_shrinking(self, row_id: int, violation_id: int, shrunk: dict | None,
                          note: str, seconds: float) -> None:
-        with self.con:
+        with self._write():
             if shrunk is not None:
                 self.set_shrunk(violation_id, shrunk, commit=False)
             else:
@@ -332,22 +676,26 @@ class Store:
         args = (s["schedule"], s["steps"], s["preemptions"], s["decisions"], s["runs"],
                 s.get("note", ""), violation_id)
         if commit:
-            with self.con:
+            with self._write():
                 self.con.execute(sql, args)
         else:
             self.con.execute(sql, args)
 
     def strategy_counts(self, row_id: int) -> list[sqlite3.Row]:
-        return self.con.execute("SELECT * FROM strategy_counts WHERE row_id = ? ORDER BY rowid",
-                                (row_id,)).fetchall()
+        return self._read("SELECT * FROM strategy_counts WHERE row_id = ? ORDER BY rowid",
+                          (row_id,))
 
     # -- violations ---------------------------------------------------------------------------
 
     def violation(self, vid: int) -> sqlite3.Row | None:
-        return self.con.execute("SELECT * FROM violations WHERE id = ?", (vid,)).fetchone()
+        return _first(self._read("SELECT * FROM violations WHERE id = ?", (vid,)))
 
     def violations(self, cid: int | None = None) -> list[sqlite3.Row]:
         if cid is None:
-            return self.con.execute("SELECT * FROM violations ORDER BY id").fetchall()
-        return self.con.execute("SELECT * FROM violations WHERE campaign_id = ? ORDER BY id",
-                                (cid,)).fetchall()
+            return self._read("SELECT * FROM violations ORDER BY id")
+        return self._read("SELECT * FROM violations WHERE campaign_id = ? ORDER BY id",
+                          (cid,))
+
+
+def _first(rows: list) -> Any:
+    return rows[0] if rows else None

@@ -82,9 +82,47 @@ class ShrinkOutcome:
     seconds: float = 0.0
 
 
+PARENT_POLL = 0.25       # seconds between checks of the parent's pid (the pipe wakes at once)
+
+
 def init_worker() -> None:
-    """Process-pool initializer: Ctrl-C is the campaign's to handle, not each worker's."""
+    """Process-pool initializer: Ctrl-C is the campaign's to handle, not each worker's; and a
+    worker never outlives the campaign that started it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watch_parent()
+
+
+def watch_parent() -> None:
+    """Exit at once when the parent process is gone, however it ended (normally, Ctrl-C,
+    SIGKILL). A pool worker otherwise waits forever on its task queue, whose write end it holds
+    itself, and keeps multiprocessing's resource tracker alive with it.
+
+    A spawned child gets the read end of a pipe whose write end only the parent holds
+    (`multiprocessing.parent_process().sentinel`): it becomes readable when the parent dies,
+    whatever killed it. The parent's pid is checked too (reparenting changes `getppid`), for a
+    child started some other way. A daemon thread waits on both, so a worker in the middle of a
+    batch goes as promptly as an idle one."""
+    import multiprocessing
+    import os
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+    ppid = os.getppid()
+
+    def watch() -> None:
+        while True:
+            if sentinel is not None:
+                if wait([sentinel], timeout=PARENT_POLL):
+                    break
+            else:
+                time.sleep(PARENT_POLL)
+            if os.getppid() != ppid:
+                break
+        os._exit(1)  # no cleanup to do: results go to the parent, which is gone
+
+    threading.Thread(target=watch, name="ftlab-watch-parent", daemon=True).start()
 
 
 @lru_cache(maxsize=1)
