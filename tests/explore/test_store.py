@@ -56,7 +56,7 @@ def _corrupt(path):
     (lambda p: _foreign_sqlite(p, app_id=1234), "another application"),
     (lambda p: _foreign_sqlite(p, APPLICATION_ID, SCHEMA_VERSION + 1, our_tables=True), "newer ftlab"),
     (lambda p: _foreign_sqlite(p, APPLICATION_ID, 0, our_tables=True), "unknown ftlab schema"),
-    (_corrupt, "corrupt"),
+    (_corrupt, "damaged"),
 ])
 def test_foreign_or_corrupt_file_is_refused_and_left_untouched(tmp_path, make, message):
     path = tmp_path / "results.sqlite"
