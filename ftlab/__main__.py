@@ -2,6 +2,9 @@
 
 import sys
 
-from ftlab.cli import main
+try:
+    from ftlab.cli import main
+except KeyboardInterrupt:  # Ctrl-C while starting: as interrupted as later on
+    sys.exit(130)
 
 sys.exit(main())

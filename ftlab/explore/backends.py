@@ -9,7 +9,8 @@ so a campaign's outcome does not depend on the backend. Each has `submit(task) -
   are not in the catalog (tests pass their own).
 - `ProcessBackend`: `concurrent.futures.ProcessPoolExecutor` with the `spawn` start method
   (nothing inherited from the parent but what a task carries; safe beside the progress bar's
-  thread). Workers ignore SIGINT: Ctrl-C is the campaign's.
+  thread). Workers ignore SIGINT: Ctrl-C is the campaign's. A worker exits as soon as the
+  campaign's process is gone, however it ended (`worker.watch_parent`).
 - `DaskBackend`: a `distributed.Client` connected to `tcp://HOST:PORT` (any address form Dask
   accepts, see `parse_cluster_address`), with a short connect timeout; an address that does
   not parse, or does not answer, is bad input.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import signal
 from typing import Any, Mapping
 
 from ftlab.explore.portfolio import ExploreError
@@ -60,12 +62,24 @@ class ProcessBackend:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers,
-                                           mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=init_worker)
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:  # the resource tracker may be spawned here
+            self.pool = cf.ProcessPoolExecutor(max_workers=workers,
+                                               mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=init_worker)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def submit(self, task: tuple) -> cf.Future:
-        return self.pool.submit(run_task, task)
+        # The pool spawns its workers here, on demand. SIGINT is blocked meanwhile, so that a
+        # Ctrl-C (sent to the whole process group) cannot reach a worker before `init_worker`
+        # ignores it, and waits in this process until the spawn is done (CPython's resource
+        # tracker is started the same way).
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return self.pool.submit(run_task, task)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def wait(self, handles):
         done, not_done = cf.wait(handles, return_when=cf.FIRST_COMPLETED)

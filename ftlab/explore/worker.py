@@ -89,6 +89,9 @@ def init_worker() -> None:
     """Process-pool initializer: Ctrl-C is the campaign's to handle, not each worker's; and a
     worker never outlives the campaign that started it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Blocked by the parent while it spawned this process (ProcessBackend.submit); a Ctrl-C that
+    # came meanwhile is dropped now that it is ignored.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     watch_parent()
 
 
