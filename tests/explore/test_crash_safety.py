@@ -76,10 +76,28 @@ def _orphans_gone(tag: str, grace: float) -> tuple[bool, float, list[str]]:
 
 
 def _start(argv: list[str], db: Path, tag: str) -> subprocess.Popen:
+    """The command, its stderr in a file (a pipe would stay open as long as any process left
+    behind holds it)."""
     env = dict(os.environ, **{TAG: tag})
-    return subprocess.Popen([sys.executable, "-m", "ftlab", "explore", *argv, "--db", str(db)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    err = open(db.with_name(db.name + ".stderr"), "w+")
+    p = subprocess.Popen([sys.executable, "-m", "ftlab", "explore", *argv, "--db", str(db)],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                         start_new_session=True)
+    p.errfile = err
+    return p
+
+
+def _finish(p: subprocess.Popen) -> str:
+    try:
+        p.wait(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    p.errfile.seek(0)
+    err = p.errfile.read()
+    p.errfile.close()
+    return err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,8 +195,8 @@ def _campaigns_killed_and_resumed(tmp_path: Path, argv: list[str], kills: int, s
     reference = tmp_path / "reference.sqlite"
     tag = uuid.uuid4().hex
     p = _start(argv, reference, tag)
-    assert p.wait(timeout=300) == 0, p.stderr.read()
-    p.stderr.close()
+    err = _finish(p)
+    assert p.returncode == 0, err
     want = _essence(reference)
     assert want["batches stored twice"] == 0
 
@@ -194,11 +212,7 @@ def _campaigns_killed_and_resumed(tmp_path: Path, argv: list[str], kills: int, s
             sig = rng.choice(signals) if done < kills else None
             p = _start(argv, db, tag)
             moment = _kill_at_random(p, db, rng, sig) if sig is not None else None
-            try:
-                _, err = p.communicate(timeout=300)
-            finally:
-                if p.poll() is None:
-                    p.kill()
+            err = _finish(p)
             ok, waited, left = _orphans_gone(tag, ORPHAN_GRACE)
             assert ok, f"processes outlived the killed ftlab by {waited:.2f} s: {left}"
             slowest = max(slowest, waited)
