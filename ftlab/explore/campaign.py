@@ -611,7 +611,9 @@ def explore(scenario: str | Sequence[str] | None = None, *,
     # Everything that can be bad input is checked before the store is written to.
     backend = make_backend(workers, cluster, scenarios_map)
     try:
-        store = Store.open(db) if db is not None else Store.memory()
+        # Resuming needs a store that is there: never create one just to find it empty.
+        store = (Store.open(db, create=fresh_params is not None, write=True) if db is not None
+                 else Store.memory())
     except BaseException:
         backend.close()
         raise
