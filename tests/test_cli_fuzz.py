@@ -12,7 +12,7 @@ import ipaddress
 import string
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from ftlab import cli
@@ -42,6 +42,7 @@ def _both(**strategies):
 def _run(capsys, argv) -> tuple[int, str, str]:
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
+    event(f"{argv[0]}: exit {code}")
     assert code in (0, 1, 2), (argv, code, err)
     assert "Traceback" not in err and "internal error" not in err, (argv, err)
     if code == 2:

@@ -327,6 +327,10 @@ def _check_contents(con: sqlite3.Connection) -> str | None:
                               f" NOT IN ({', '.join(repr(a) for a in allowed)}) LIMIT 1").fetchone()
             if bad:
                 return f"damaged: {table}.{name} holds a {bad[1]} value (rowid {bad[0]})"
+            if decl == "TEXT":
+                why = _check_utf8(con, table, name)
+                if why:
+                    return why
     for table, column in _JSON_COLUMNS:
         for rowid, text in con.execute(f"SELECT rowid, {column} FROM {table}"):
             try:
@@ -341,6 +345,22 @@ def _check_contents(con: sqlite3.Connection) -> str | None:
         if bad:
             return f"damaged: {what} (rowid {bad[0]})"
     return _check_campaign_rows(con)
+
+
+def _check_utf8(con: sqlite3.Connection, table: str, column: str) -> str | None:
+    """Text that Python could not decode (sqlite3 would raise on fetching it)."""
+    previous = con.text_factory
+    con.text_factory = bytes
+    try:
+        for rowid, raw in con.execute(f"SELECT rowid, {column} FROM {table}"
+                                      f" WHERE typeof({column}) = 'text'"):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"damaged: {table}.{column} holds text that is not UTF-8 (rowid {rowid})"
+    finally:
+        con.text_factory = previous
+    return None
 
 
 def _check_campaign_rows(con: sqlite3.Connection) -> str | None:
@@ -439,6 +459,8 @@ def _check_existing(path: Path) -> None:
         raise _refuse(path, why)
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=LOCK_TIMEOUT)
+        # SQLite's own messages about a damaged file may quote bytes that are not UTF-8.
+        con.text_factory = lambda b: b.decode("utf-8", "replace")
         try:
             app = con.execute("PRAGMA application_id").fetchone()[0]
             ver = con.execute("PRAGMA user_version").fetchone()[0]
@@ -458,6 +480,8 @@ def _check_existing(path: Path) -> None:
         why = _sqlite_why(e)
         if why == str(e):
             why = f"damaged ({e})"
+    except UnicodeDecodeError:
+        why = "damaged (its schema holds text that is not UTF-8)"
     if why:
         raise _refuse(path, why)
 
@@ -546,6 +570,8 @@ class Store:
             return self.con.execute(sql, args).fetchall()
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot read it: {_sqlite_why(e)}") from None
+        except UnicodeDecodeError:
+            raise StoreError(f"{self.path}: damaged: text that is not UTF-8") from None
 
     @contextlib.contextmanager
     def _write(self):
