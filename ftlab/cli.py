@@ -541,6 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _one_line(text: str) -> str:
+    """A message that quotes the user's input stays one line: line breaks in it are escaped."""
+    return "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -552,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_writable(args.html)
         return args.fn(args)
     except (BadInput, ConfigError, UnknownName, UnknownWorkload, ScheduleError, ExploreError) as e:
-        print(f"ftlab: {e}", file=sys.stderr)
+        print(f"ftlab: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `ftlab list | head`
         sys.stderr.close()

@@ -174,9 +174,14 @@ def _kill_at_random(p: subprocess.Popen, db: Path, rng: random.Random, sig: int)
     """Wait for a pseudo-random moment, then send `sig`; the moment's class, or None when the
     campaign ended first."""
     mode = rng.choice(["commit", "commit", "shrinking", "time"])
+    if sig == signal.SIGINT:
+        # Not while the interpreter itself starts (a Ctrl-C there is Python's "Fatal Python
+        # error: init_import_site", before any of ftlab runs): from when ftlab has its store.
+        while p.poll() is None and not db.exists():
+            time.sleep(0.005)
     base = (_state(db) or (0, 0))[0]
-    target = base + rng.randint(1, 6)
-    deadline = time.monotonic() + (rng.uniform(0.3, 2.5) if mode == "time" else 60)
+    target = base + rng.randint(1, 3)
+    deadline = time.monotonic() + (rng.uniform(0.3, 1.5) if mode == "time" else 60)
     while p.poll() is None and time.monotonic() < deadline:
         st = _state(db)
         if st is not None and ((mode == "commit" and st[0] >= target)
