@@ -662,7 +662,8 @@ def explore(scenario: str | Sequence[str] | None = None, *,
             elapsed = time.perf_counter() - started
             if status == "done":
                 result = load_campaign(store, cid, resumed=resumed)
-                store.set_campaign(cid, status="done", wall_seconds=elapsed, ok=result.ok)
+                store.set_campaign(cid, status="done", wall_seconds=elapsed,
+                                   ok=all(r.ok for r in result.rows))
             else:
                 store.set_campaign(cid, status="interrupted", wall_seconds=elapsed)
         result = load_campaign(store, cid, resumed=resumed)

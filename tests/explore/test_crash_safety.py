@@ -75,6 +75,20 @@ def _orphans_gone(tag: str, grace: float) -> tuple[bool, float, list[str]]:
         time.sleep(0.02)
 
 
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def _start(argv: list[str], db: Path, tag: str) -> subprocess.Popen:
     """The command, its stderr in a file (a pipe would stay open as long as any process left
     behind holds it)."""
@@ -176,8 +190,8 @@ def _kill_at_random(p: subprocess.Popen, db: Path, rng: random.Random, sig: int)
     mode = rng.choice(["commit", "commit", "shrinking", "time"])
     if sig == signal.SIGINT:
         # Not while the interpreter itself starts (a Ctrl-C there is Python's "Fatal Python
-        # error: init_import_site", before any of ftlab runs): from when ftlab has its store.
-        while p.poll() is None and not db.exists():
+        # error: init_import_site", before any of ftlab runs): from when ftlab has its store open.
+        while p.poll() is None and not _has_open(p.pid, db):
             time.sleep(0.005)
     base = (_state(db) or (0, 0))[0]
     target = base + rng.randint(1, 3)
@@ -229,12 +243,13 @@ def _campaigns_killed_and_resumed(tmp_path: Path, argv: list[str], kills: int, s
             ok, waited, left = _orphans_gone(tag, ORPHAN_GRACE)
             assert ok, f"processes outlived the killed ftlab by {waited:.2f} s: {left}"
             slowest = max(slowest, waited)
-            if moment is not None and p.returncode == 0:
-                # The signal came as the finished command was exiting (the table printed, the
-                # interpreter shutting down): a clean exit is right, if the campaign is done.
-                assert _done(db), err
-                outcomes[f"{signal.Signals(sig).name} as it exited, done"] += 1
-                moment = None
+            if moment is not None and _done(db):
+                # The signal came after the campaign was stored whole, as the command printed
+                # its table or exited: 0, or 130 for a Ctrl-C that stopped the printing. Running
+                # the command again would start a new campaign: this round is over.
+                assert p.returncode in (0, 130 if sig == signal.SIGINT else -signal.SIGKILL), err
+                outcomes[f"{signal.Signals(sig).name} after the campaign was done"] += 1
+                p.returncode, moment = 0, None
             if moment is None:      # it finished before the kill
                 assert p.returncode == 0, err
                 break
