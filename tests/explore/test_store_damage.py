@@ -290,10 +290,17 @@ def _kill_mid_commit(path: Path) -> None:
     code = ("import os, signal, sqlite3\n"
             f"c = sqlite3.connect({str(path)!r}); c.execute('PRAGMA cache_size = 1')\n"
             "c.execute('BEGIN')\n"
-            "for i in range(3000): c.execute(\"UPDATE violations SET message = hex(randomblob(300))\")\n"
+            "c.execute('UPDATE violations SET message = hex(randomblob(300))')\n"
+            "c.execute('CREATE TABLE spill (x)')\n"
+            "for i in range(20000): c.execute('INSERT INTO spill VALUES (hex(randomblob(60)))')\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     subprocess.run([sys.executable, "-c", code], timeout=120)
-    assert path.with_name(path.name + "-journal").stat().st_size > 0
+    # Hot: the cache spilled (the file itself half-written), which a read-only connection
+    # cannot undo.
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        con.execute("SELECT count(*) FROM violations").fetchone()
+    con.close()
 
 
 def test_killed_writer_journal_is_rolled_back_and_the_store_reads_as_committed(capsys, copy):
