@@ -339,3 +339,26 @@ def test_a_store_we_wrote_passes_every_check(real_db):
     for write in (True, False):
         Store.open(real_db, write=write).close()
     assert real_db.read_bytes() == before
+
+
+def test_lock_taken_in_the_middle_of_a_campaign_is_bad_input_naming_the_file(tmp_path, monkeypatch):
+    from ftlab.explore.campaign import explore
+
+    monkeypatch.setattr(store_mod, "LOCK_TIMEOUT", 0.2)
+    db = tmp_path / "r.sqlite"
+    other = []
+
+    def lock_it(commits: int) -> None:
+        if commits == 1:
+            con = sqlite3.connect(db, isolation_level=None)
+            con.execute("BEGIN EXCLUSIVE")
+            other.append(con)
+
+    try:
+        with pytest.raises(StoreError, match=f"{db}: cannot write it: locked by another process"):
+            explore("lost-update", budget=200, db=str(db), on_commit=lock_it)
+    finally:
+        for con in other:
+            con.close()
+    # What was committed before is kept, and the campaign resumes.
+    assert explore("lost-update", budget=200, db=str(db)).resumed
