@@ -376,6 +376,11 @@ async def new_object(t: "ThreadState", tp: PyType, size: int | None = None) -> i
     if presize:
         mem.fill(p, presize, 0, Tag.HEADER)                  # gc_alloc zeroes the pre-header
     op = p + presize
+    if tp.gc:
+        # gc_alloc: record_allocation before the object is initialised
+        from ftlab.runtime import gc as _gc
+        t.rt.observer.gc_object_allocated(t, op)
+        await _gc.record_allocation(t)
     mem.store_u64(op + OB_TYPE, t.rt.objects.type_object(tp), Tag.HEADER)   # Py_SET_TYPE
     new_reference(t, op)
     t.rt.stats["objects_allocated"] += 1
@@ -404,6 +409,11 @@ async def dealloc(t: "ThreadState", op: int) -> None:
     if tp is not None and tp.clear is not None:
         await tp.clear(t, op)
     rt.observer.object_freeing(t, op)
+    if tp is not None and tp.gc:
+        # PyObject_GC_Del: record_deallocation, then PyObject_Free
+        from ftlab.runtime import gc as _gc
+        rt.observer.gc_object_freed(t, op)
+        await _gc.record_deallocation(t)
     await object_free(t, op - (tp.presize if tp is not None else 0))
 
 

@@ -27,6 +27,7 @@ from collections import Counter
 
 from ftlab.config import Config
 from ftlab.runtime import brc, qsbr
+from ftlab.runtime import gc as _gc
 from ftlab.runtime import obmalloc as _obmalloc
 from ftlab.runtime import object as _object
 from ftlab.runtime.mimalloc import init as _mi
@@ -69,6 +70,8 @@ class Runtime:
         self.mimalloc = _mi.MiRuntime(self)
         # obmalloc.c (FT): delayed frees and the delayed page reuse hooks it plugs into mimalloc
         self.obmalloc = _obmalloc.ObmallocState(self)
+        # gc_free_threading.c: allocation counts and the collector's state
+        self.gc = _gc.GCState(self)
 
     def find_observer(self, cls: type) -> Any:
         """The installed observer of class `cls` (an oracle), or None."""
@@ -297,7 +300,9 @@ class ThreadState:
                  # mimalloc: the thread's tld and its four tagged heaps (`tstate->mimalloc`)
                  "mimalloc",
                  # obmalloc.c: the `_PyMem_FreeDelayed` work queue (chunks, oldest first)
-                 "mem_free_queue")
+                 "mem_free_queue",
+                 # gc_free_threading.c: the buffered allocation count
+                 "gc")
 
     def __init__(self, rt: Runtime, vt: VThread | None) -> None:
         self.rt = rt
@@ -309,6 +314,7 @@ class ThreadState:
         self.brc = brc.BrcThreadState()
         self.mimalloc: _mi.MiThreadState | None = None
         self.mem_free_queue: list[_obmalloc.WorkChunk] = []
+        self.gc = _gc.GCThreadState()
 
     @property
     def name(self) -> str:
@@ -558,6 +564,9 @@ class ThreadState:
     # Delayed frees (obmalloc.c): `await t.free_delayed(p, size)` is `_PyMem_FreeDelayed`
     free_delayed = _obmalloc.free_delayed
     object_free_delayed = _obmalloc.object_free_delayed
+
+    # The GC (gc_free_threading.c): `await t.gc_collect()` is `gc.collect()`
+    gc_collect = _gc.collect
 
 
 # ---------------------------------------------------------------------------------------------
