@@ -486,7 +486,7 @@ async def fini_delayed(t: "ThreadState") -> None:
             _set_rd_idx(t, buf, rd + 1)
             state._held(-1, -buf.sizes[rd])
             t.rt.stats["delayed_freed"] += 1
-            await free_work_item(t, ptr, cb)
+            await free_work_item(t, ptr)
             continue
         head.pop(0)
         await t.free(buf.addr)
