@@ -31,7 +31,7 @@ MUTATIONS: dict[str, str] = {
     "brc-no-queue": "a non-owner decref that reaches zero does not queue the object",
     # free-threaded GC (ftlab/runtime/gc.py)
     "gc-no-merge": "the GC computes gc_refs without first merging the threads' BRC queues",
-    "gc-tid-not-restored": "the GC restores ob_tid from the collecting thread, not the segment",
+    "gc-tid-not-restored": "the GC leaves gc_refs in ob_tid of reachable objects (not restored)",
     "gc-skips-abandoned": "gc_visit_heaps misses the abandoned pool (dead threads' objects)",
     "gc-count-lost": "record_deallocation resets its buffer without adding it to the count",
 }

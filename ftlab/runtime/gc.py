@@ -62,9 +62,10 @@ and thread stacks, weak references, legacy `tp_del` finalizers, `gc_maybe_untrac
 freelists, `gc.freeze`.
 
 Mutations: `gc-no-merge` (step 1 skipped: a queued reference looks external, the cycle
-survives), `gc-tid-not-restored` (step c gives reachable objects the collector's thread id
-instead of their segment's: the owner's later decrefs take the shared path and its local count
-is stranded), `gc-skips-abandoned` (`gc_visit_heaps` misses the abandoned pool: a dead
+survives), `gc-tid-not-restored` (step c leaves gc_refs in a reachable object's `ob_tid`: an
+object reachable only from other objects is left with `ob_tid` 0 but not merged, one with
+external references with an `ob_tid` that is no thread's; restoring the *collector's* id
+instead would be harmless to BRC, which only needs one owner), `gc-skips-abandoned` (`gc_visit_heaps` misses the abandoned pool: a dead
 thread's objects are never scanned), `gc-count-lost` (`record_deallocation` resets its buffer
 without adding it to the interpreter's count).
 """
@@ -521,11 +522,10 @@ def gc_restore_tid(t: "ThreadState", op: int) -> None:
         _store_tid(mem, op, 0)
         return
     if rt.mutated("gc-tid-not-restored"):
-        tid = t.tid
-    else:
-        # The segment's thread id: may differ from the object's creator if the segment was
-        # abandoned and reclaimed by another thread.
-        tid = rt.mimalloc.segments[(op - 1) & ~MI_SEGMENT_MASK].thread_id
+        return                          # ob_tid keeps gc_refs: 0, or no thread's id
+    # The segment's thread id: may differ from the object's creator if the segment was
+    # abandoned and reclaimed by another thread.
+    tid = rt.mimalloc.segments[(op - 1) & ~MI_SEGMENT_MASK].thread_id
     _store_tid(mem, op, tid)
     if tid == 0:
         merge_refcount(t, op, 0)

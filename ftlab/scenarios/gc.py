@@ -1,0 +1,185 @@
+"""Scenarios of the free-threaded GC (`ftlab.runtime.gc`, `Python/gc_free_threading.c`).
+
+- `gc-cycle`: a reference cycle across two threads' lists. Thread a owns list A, thread b owns
+  list B; b hands a two references to B; a drops one of them (B's shared field is 0, so the
+  decrement queues B to b's BRC queue), appends the other to A and appends A to B; both drop
+  their own references, so A -> B -> A is garbage, with B's count still including the queued
+  reference. b keeps list C, which holds list D (reachable only through C), runs a few periodic
+  checks and waits; a collects (`gc.collect()`), stopping b at a periodic check or parking it
+  while it waits. The collection must free A and B exactly once, and leave C and D with
+  their `ob_tid` restored, so that b frees them on its fast path afterwards.
+  `gc-no-merge`: B's queued reference looks external, the cycle survives (`check`, `leak`).
+  `gc-tid-not-restored`: D keeps ob_tid 0 unmerged (`refcount`).
+- `gc-thread-exit`: the same cycle, but b exits right after building it (its heaps abandoned,
+  its segments in the interpreter's pool) while a collects, possibly before, during or after
+  b's exit; b also hands a list E to a, which a still holds after the collection (E's segment
+  may be abandoned: `gc_restore_tid` merges it). `gc-skips-abandoned`: B is never scanned, A
+  looks referenced from outside, the cycle survives (`check`, `leak`).
+- `gc-threshold`: two threads allocate and free GC lists (a buffer of 2, threshold 2 through
+  `Config.gc_local_threshold`/`gc_threshold`), handing some to each other; a flush that
+  crosses the threshold schedules a collection through the eval breaker, run at the next
+  periodic check while the other thread allocates. `gc-count-lost`: the deallocation flush
+  loses its count (`gc-count`).
+- `gc-reader-page`: a lock-free reader holds a pointer to an item of a shared list (it read
+  `ob_item[i]` without a lock and is about to try-incref it) while the writer replaces the
+  item, drops it (its page empties) and collects: the collection processes delayed frees and
+  visits heaps with the world stopped; the reader's try-incref must still fail cleanly (the
+  page is kept for QSBR, its header reads as dead). `no-page-delay`: the page is reused
+  while the reader may still read it (`premature-reuse`, `use-after-free`, `resurrection`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ftlab.runtime.listobject import (
+    LIST,
+    OB_ITEM,
+    list_append,
+    list_new,
+    list_setitem,
+)
+from ftlab.runtime.object import PyType
+from ftlab.scenarios import Scenario
+from ftlab.sim.atomics import SEQ_CST
+from ftlab.sim.sync import Event
+from ftlab.sim.violation import ViolationError
+
+CHECKS = 2                      # periodic checks b passes while a may be collecting
+
+
+@dataclass
+class _Shared:
+    ready: Event
+    built: Event
+    dropped: Event
+    collected: Event
+    A: int = 0
+    B: int = 0
+    E: int = 0
+    collected_count: int = 0
+    freed: list[int] = field(default_factory=list)
+
+
+def _setup(rt) -> None:
+    rt.shared = _Shared(rt.event("b ready"), rt.event("cycle built"), rt.event("b dropped"),
+                        rt.event("collected"))
+
+
+def _check_cycle_freed(rt) -> None:
+    s = rt.shared
+    if rt.gc.collected != 2:
+        raise ViolationError("check", f"the collection freed {rt.gc.collected} object(s), not "
+                                      "the two lists of the cycle A -> B -> A")
+
+
+# ---------------------------------------------------------------------------------------------
+# gc-cycle
+
+async def _cycle_b(t, keep_alive: bool) -> None:
+    s = t.shared
+    B = await list_new(t)
+    await t.incref(B)
+    await t.incref(B)                   # two references for a
+    s.B = B
+    C = D = 0
+    if keep_alive:
+        C = await list_new(t)
+        D = await list_new(t)
+        await list_append(t, C, D)      # D's only reference is C's
+    await s.ready.set()
+    await t.wait(s.built)
+    await t.decref(B)                   # b's own reference
+    await s.dropped.set()
+    if not keep_alive:
+        return                          # exit: heaps abandoned, maybe while a collects
+    for _ in range(CHECKS):
+        await t.periodic_check()        # a stop request or the queued merge
+    await t.wait(s.collected)
+    await t.periodic_check()
+    await t.decref(C)                   # frees C and D on b's fast path
+
+
+async def _cycle_a(t, keep_alive: bool) -> None:
+    s = t.shared
+    A = await list_new(t)
+    s.A = A
+    b = await t.spawn(_cycle_b, keep_alive, name="b")
+    await t.wait(s.ready)
+    B = s.B
+    await t.decref(B)                   # shared field 0: queued to b's BRC queue
+    await list_append(t, A, B)          # A -> B (a's second reference)
+    await t.incref(A)
+    await list_append(t, B, A)          # B -> A
+    await t.decref(A)                   # a's own reference: A is only B's now
+    await s.built.set()
+    await t.wait(s.dropped)
+    await t.gc_collect()
+    await s.collected.set()
+    await t.join(b)
+
+
+async def _cycle_main(t) -> None:
+    await _cycle_a(t, True)
+
+
+GC_CYCLE = Scenario(
+    name="gc-cycle",
+    description="a reference cycle across two threads' lists, one member with a queued BRC "
+                "reference, collected by one thread while the other runs",
+    threads=(("a", _cycle_main),),
+    setup=_setup,
+    check=_check_cycle_freed,
+    mutations={"gc-no-merge": ("check", "leak"),
+               "gc-tid-not-restored": ("refcount", "leak", "check")},
+    pct_steps=80,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# gc-thread-exit
+
+async def _exit_b(t) -> None:
+    s = t.shared
+    E = await list_new(t)
+    s.E = E                             # handed to a (b keeps no reference)
+    B = await list_new(t)
+    await t.incref(B)
+    s.B = B
+    await s.ready.set()
+    await t.wait(s.built)
+    await t.decref(B)
+
+
+async def _exit_a(t) -> None:
+    s = t.shared
+    A = await list_new(t)
+    b = await t.spawn(_exit_b, name="b")
+    await t.wait(s.ready)
+    B = s.B
+    await list_append(t, A, B)          # A -> B (the reference b handed over)
+    await t.incref(A)
+    await list_append(t, B, A)          # B -> A
+    await t.decref(A)
+    await s.built.set()
+    await t.periodic_check()
+    await t.gc_collect()                # b is running, exiting or gone
+    await t.join(b)
+    if s.E and t.rt.gc.collected < 2:
+        await t.gc_collect()            # b had not dropped B yet: collect again
+    await t.decref(s.E)
+
+
+GC_THREAD_EXIT = Scenario(
+    name="gc-thread-exit",
+    description="a cycle across two threads collected while one of them exits and abandons "
+                "its heaps (its objects are then in the abandoned pool)",
+    threads=(("a", _exit_a),),
+    setup=_setup,
+    check=_check_cycle_freed,
+    mutations={"gc-skips-abandoned": ("check", "leak")},
+    pct_steps=80,
+)
+
+
+SCENARIOS = (GC_CYCLE, GC_THREAD_EXIT)
