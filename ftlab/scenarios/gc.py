@@ -182,4 +182,59 @@ GC_THREAD_EXIT = Scenario(
 )
 
 
-SCENARIOS = (GC_CYCLE, GC_THREAD_EXIT)
+# ---------------------------------------------------------------------------------------------
+# gc-threshold
+
+BATCH = 3                       # lists each thread allocates, then frees
+
+
+@dataclass
+class _HandOff:
+    handed: Event
+    item: int = 0
+
+
+def _threshold_setup(rt) -> None:
+    rt.shared = _HandOff(rt.event("handed"))
+
+
+async def _allocate_and_free(t) -> None:
+    xs = []
+    for _ in range(BATCH):
+        xs.append(await list_new(t))    # record_allocation: a flush every 2
+        await t.periodic_check()        # GC_SCHEDULED runs the collection here
+    for x in xs:
+        await t.decref(x)               # record_deallocation: a flush at -2
+        await t.periodic_check()
+
+
+async def _threshold_b(t) -> None:
+    s = t.shared
+    s.item = await list_new(t)          # handed to a, which drops it
+    await s.handed.set()
+    await _allocate_and_free(t)
+
+
+async def _threshold_a(t) -> None:
+    s = t.shared
+    b = await t.spawn(_threshold_b, name="b")
+    await _allocate_and_free(t)
+    await t.wait(s.handed)
+    await t.decref(s.item)              # queued to b, or merged here once b has gone
+    await t.join(b)
+    await t.periodic_check()
+
+
+GC_THRESHOLD = Scenario(
+    name="gc-threshold",
+    description="two threads allocate and free GC objects with buffered counts and hand one "
+                "over; a flush past the threshold schedules a collection via the eval breaker",
+    threads=(("a", _threshold_a),),
+    setup=_threshold_setup,
+    mutations={"gc-count-lost": ("gc-count",)},
+    pct_steps=80,
+    config={"gc_local_threshold": 2, "gc_threshold": 2},
+)
+
+
+SCENARIOS = (GC_CYCLE, GC_THREAD_EXIT, GC_THRESHOLD)
