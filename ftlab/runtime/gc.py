@@ -383,10 +383,12 @@ async def gc_visit_heaps(t: "ThreadState", state: CollectionState,
             return True
         return visit
 
+    from ftlab.runtime.pystate import MIMALLOC_INITIALIZED_OFFSET
     await rt.head_lock.lock()
     for p in tuple(rt.threads_head):
-        if p.mimalloc is None:
-            continue                    # not bound yet (tstate_mimalloc_bind)
+        # Pairs with the release store at the end of the thread's tstate_mimalloc_bind.
+        if not await mem.load(p.block + MIMALLOC_INITIALIZED_OFFSET, 4, SEQ_CST):
+            continue                    # the thread has not bound its heaps yet
         await heap_visit_blocks(p.mimalloc.heaps[HeapTag.GC], True, block_visitor(offset_base))
         await heap_visit_blocks(p.mimalloc.heaps[HeapTag.GC_PRE], True,
                                 block_visitor(offset_pre))

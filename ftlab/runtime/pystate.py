@@ -324,6 +324,11 @@ class ThreadState:
         """Per-thread runtime state, before the thread's first step (`_PyThreadState_Bind`)."""
         brc.init_thread(self)
         self.mimalloc = _mi.tstate_mimalloc_bind(self.rt.mimalloc, self)   # tstate_mimalloc_bind
+        # ... which ends with `_Py_atomic_store_int(&mts->initialized, 1)`: the GC visits a
+        # thread's heaps only once it reads this (gc_visit_heaps). Not a scheduling point: the
+        # whole bind is one step, so the GC sees either none of it or all of it.
+        self.mem.store_unpublished(self.block + MIMALLOC_INITIALIZED_OFFSET, 1, 4, Tag.META,
+                                   release=True)
 
     async def exit(self) -> None:
         """Thread teardown after its function returns (`PyThreadState_Clear`, still attached):
@@ -579,7 +584,8 @@ STATE_NAMES = ("detached", "attached", "suspended")
 
 STATE_OFFSET = 0            # int state
 EVAL_BREAKER_OFFSET = 8     # uintptr_t eval_breaker
-TSTATE_SIZE = 16
+MIMALLOC_INITIALIZED_OFFSET = 16    # int mimalloc.initialized (_PyThreadStateImpl)
+TSTATE_SIZE = 24
 
 # Eval-breaker event bits (`_PY_*_BIT`); the low 8 bits are events.
 GIL_DROP_REQUEST_BIT = 1 << 0

@@ -39,7 +39,7 @@ from ftlab.runtime.listobject import (
     list_new,
     list_setitem,
 )
-from ftlab.runtime.object import PyType
+from ftlab.runtime.object import PyType, try_xget_ref
 from ftlab.scenarios import Scenario
 from ftlab.sim.atomics import SEQ_CST
 from ftlab.sim.sync import Event
@@ -237,4 +237,85 @@ GC_THRESHOLD = Scenario(
 )
 
 
-SCENARIOS = (GC_CYCLE, GC_THREAD_EXIT, GC_THRESHOLD)
+# ---------------------------------------------------------------------------------------------
+# gc-reader-page
+
+# A large GC object, alone in a large page of the GC heap (freed, not retired, when it dies);
+# small objects of another size class then want a fresh page.
+BIG_GC_ITEM = PyType("BigGCItem", basicsize=160 << 10, gc=True)
+SMALL_ITEM = PyType("SmallItem", basicsize=48)
+OTHER_ITEM = PyType("OtherItem", basicsize=112)
+READS = 2
+
+
+@dataclass
+class _ReaderPage:
+    lst: int = 0
+    seen: list[int] = field(default_factory=list)
+
+
+def _reader_page_setup(rt) -> None:
+    rt.shared = _ReaderPage()
+
+
+async def _list_get_item_ref(t, lst: int, i: int) -> int:
+    """The lock-free `list[i]` of the FT build (`list_get_item_ref` without its locked
+    fallback, which issue 10 adds): `ob_size` relaxed, `ob_item` acquire, `_Py_TryXGetRef`."""
+    from ftlab.runtime.listobject import OB_SIZE
+    from ftlab.sim.atomics import ACQUIRE, RELAXED
+    mem = t.mem
+    if not 0 <= i < await mem.load(lst + OB_SIZE, 8, RELAXED):
+        return 0
+    items = await mem.load(lst + OB_ITEM, 8, ACQUIRE)   # pairs with list_resize's release
+    if items == 0:
+        return 0
+    return await try_xget_ref(t, items + 8 * i)
+
+
+async def _page_reader(t) -> None:
+    s = t.shared
+    for _ in range(READS):
+        item = await _list_get_item_ref(t, s.lst, 0)
+        if item:
+            s.seen.append(item)
+            await t.decref(item)
+        await t.periodic_check()
+
+
+async def _page_writer(t) -> None:
+    from ftlab.runtime.object import GC_BITS_SHARED, gc_set_bits, gc_track
+    s = t.shared
+    lst = await list_new(t)
+    # A list read lock-free by another thread is shared (ensure_shared_on_read, issue 10).
+    gc_set_bits(t.mem, lst, GC_BITS_SHARED)
+    x = await t.new_object(BIG_GC_ITEM)
+    gc_track(t, x)
+    await t.set_maybe_weakref(x)        # stored in a lock-free-readable slot
+    await list_append(t, lst, x)
+    s.lst = lst
+    reader = await t.spawn(_page_reader, name="reader")
+    y = await t.new_object(SMALL_ITEM)
+    await t.set_maybe_weakref(y)
+    await list_setitem(t, lst, 0, y)    # drops X: its large page empties
+    # Another size class: X's emptied page must not serve it while the reader may still
+    # hold the pointer to X it loaded without a lock.
+    z = await t.new_object(OTHER_ITEM)
+    await t.gc_collect()                # world stopped: delayed frees and heap visits
+    w = await t.new_object(OTHER_ITEM)
+    await t.join(reader)
+    for o in (z, w, lst):
+        await t.decref(o)
+
+
+GC_READER_PAGE = Scenario(
+    name="gc-reader-page",
+    description="a lock-free list reader holds a pointer to an item whose page empties, "
+                "while the writer allocates another size class and collects",
+    threads=(("writer", _page_writer),),
+    setup=_reader_page_setup,
+    mutations={"no-page-delay": ("premature-reuse", "use-after-free", "resurrection")},
+    pct_steps=60,
+)
+
+
+SCENARIOS = (GC_CYCLE, GC_THREAD_EXIT, GC_THRESHOLD, GC_READER_PAGE)
