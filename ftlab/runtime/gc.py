@@ -100,6 +100,7 @@ from ftlab.runtime.object import (
 )
 from ftlab.sim.atomics import RELAXED, SEQ_CST
 from ftlab.sim.memory import Tag
+from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
     from ftlab.runtime.pystate import Runtime, ThreadState
@@ -479,7 +480,8 @@ def update_refs(t: "ThreadState", op: int) -> None:
         return
     refcount = _refcnt(mem, op)
     if refcount < 0:
-        raise AssertionError(f"update_refs: object {op:#x} has a negative refcount {refcount}")
+        raise ViolationError("refcount", f"the GC's update_refs finds object {op:#x} with a "
+                             f"negative refcount {refcount}")
     _maybe_init_refs(mem, op)
     _store_tid(mem, op, _load_tid(mem, op) + refcount)        # gc_add_refs
     for child in _traverse(t.rt, op):
@@ -508,8 +510,9 @@ def mark_heap_visitor(t: "ThreadState", op: int) -> None:
     mem = t.mem
     gc_refs = _i64(_load_tid(mem, op))
     if gc_refs < 0:
-        raise AssertionError(f"mark_heap_visitor: object {op:#x} has gc_refs {gc_refs} "
-                             "(refcount is too small)")
+        raise ViolationError("refcount", f"the GC finds more references to object {op:#x} "
+                             f"from tracked objects than its refcount (gc_refs {gc_refs}): "
+                             "refcount is too small")
     if _is_unreachable(mem, op) and gc_refs != 0:
         gc_clear_bits(mem, op, GC_BITS_UNREACHABLE)
         mark_reachable(t.rt, op)
@@ -609,7 +612,9 @@ def handle_resurrected_objects(t: "ThreadState", state: CollectionState) -> None
         gc_refs = _i32(mem.load_u32(op + OB_REF_LOCAL))
         mem.store_u32(op + OB_REF_LOCAL, 0, Tag.HEADER)
         if gc_refs < 0:
-            raise AssertionError(f"handle_resurrected_objects: {op:#x} has gc_refs {gc_refs}")
+            raise ViolationError("refcount", f"after the finalizers, unreachable object "
+                                 f"{op:#x} has fewer references than the cycle holds "
+                                 f"(gc_refs {gc_refs}): refcount is too small")
         if _is_unreachable(mem, op) and gc_refs > 0:
             any_resurrected = True
             gc_clear_bits(mem, op, GC_BITS_UNREACHABLE)
