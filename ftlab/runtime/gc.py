@@ -440,9 +440,12 @@ async def process_delayed_frees(t: "ThreadState", state: CollectionState) -> Non
     await _qsbr.advance(t.qsbr)
     await _qsbr.quiescent_state(t.qsbr)
     if rt.config.version == "3.13.0":
+        # 3.13: `_PyMem_ProcessDelayed(p)` of each thread, polling with p's QSBR state (the
+        # others are detached, so every goal up to wr_seq is reached); object items are
+        # PyObject_Free'd there, no destructor runs.
         await rt.head_lock.lock()
         for p in tuple(rt.threads_head):
-            await _obmalloc.process_delayed_of(t, p)
+            await _obmalloc.process_delayed(p)
         await rt.head_lock.unlock()
         return
     for p in tuple(rt.threads_head):

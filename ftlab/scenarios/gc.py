@@ -21,11 +21,15 @@
   periodic check while the other thread allocates. `gc-count-lost`: the deallocation flush
   loses its count (`gc-count`).
 - `gc-reader-page`: a lock-free reader holds a pointer to an item of a shared list (it read
-  `ob_item[i]` without a lock and is about to try-incref it) while the writer replaces the
-  item, drops it (its page empties) and collects: the collection processes delayed frees and
-  visits heaps with the world stopped; the reader's try-incref must still fail cleanly (the
-  page is kept for QSBR, its header reads as dead). `no-page-delay`: the page is reused
-  while the reader may still read it (`premature-reuse`, `use-after-free`, `resurrection`).
+  `ob_item[i]` without a lock and is about to try-incref it) while the writer appends (the
+  list is shared, so the resize hands the old item array to `_PyMem_FreeDelayed`), replaces
+  the item, drops it (its large page empties), allocates another size class and collects:
+  the collection processes the delayed free with the world stopped
+  (`_PyMem_ProcessDelayedNoDealloc`) and visits the heaps; the reader's try-incref must still
+  fail cleanly (the page is kept for QSBR, its header reads as dead). A collection cannot
+  start while the reader holds the pointer (it stops only at a periodic check).
+  `no-page-delay`: the page is reused while the reader may still read it; `no-free-delayed`:
+  the old array is freed while the reader may still index it.
 """
 
 from __future__ import annotations
@@ -246,6 +250,7 @@ BIG_GC_ITEM = PyType("BigGCItem", basicsize=160 << 10, gc=True)
 SMALL_ITEM = PyType("SmallItem", basicsize=48)
 OTHER_ITEM = PyType("OtherItem", basicsize=112)
 READS = 2
+APPENDS = 4                     # X and 3 items fill the first array (capacity 4); one more
 
 
 @dataclass
@@ -294,6 +299,10 @@ async def _page_writer(t) -> None:
     await list_append(t, lst, x)
     s.lst = lst
     reader = await t.spawn(_page_reader, name="reader")
+    for _ in range(APPENDS):            # the last one resizes: the old array is delayed
+        item = await t.new_object(SMALL_ITEM)
+        await t.set_maybe_weakref(item)
+        await list_append(t, lst, item)
     y = await t.new_object(SMALL_ITEM)
     await t.set_maybe_weakref(y)
     await list_setitem(t, lst, 0, y)    # drops X: its large page empties
@@ -313,7 +322,8 @@ GC_READER_PAGE = Scenario(
                 "while the writer allocates another size class and collects",
     threads=(("writer", _page_writer),),
     setup=_reader_page_setup,
-    mutations={"no-page-delay": ("premature-reuse", "use-after-free", "resurrection")},
+    mutations={"no-page-delay": ("premature-reuse", "use-after-free", "resurrection"),
+               "no-free-delayed": ("premature-reuse", "use-after-free")},
     pct_steps=60,
 )
 

@@ -65,3 +65,32 @@ def test_clean_under_10000_random_and_pct_schedules_and_dfs(name):
                      PCT(103, 3, sc.pct_steps)):
         assert _clean(name, strategy, 2500) == 2500
     _clean(name, DFS(preemption_bound=sc.dfs_bound), 5000)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_clean_under_3_13_0(name):
+    sc = get(name)
+    config = Config(version="3.13.0")
+    for strategy in (Random(5), PCT(5, 2, sc.pct_steps)):
+        n = 0
+        while n < 5:
+            r = execute(sc, config, strategy.execution(n))
+            assert r.ok, f"{name} 3.13.0: {r.violation} [{r.schedule}]"
+            n += 1
+
+
+@pytest.mark.parametrize("version", ["3.14", "3.13.0"])
+def test_the_collection_processes_the_pending_delayed_free(monkeypatch, version):
+    from ftlab.runtime import gc
+    orig = gc.process_delayed_frees
+    freed = []
+
+    async def counting(t, state):
+        before = t.rt.stats["delayed_freed"]
+        await orig(t, state)
+        freed.append(t.rt.stats["delayed_freed"] - before)
+
+    monkeypatch.setattr(gc, "process_delayed_frees", counting)
+    r = execute(get("gc-reader-page"), Config(version=version), Random(1).execution(0))
+    assert r.ok, r.violation
+    assert freed == [1], "the old item array, queued by the resize, is freed with the world stopped"
