@@ -23,7 +23,7 @@ from ftlab.runtime.observer import Observer
 from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
-    from ftlab.runtime.pystate import Runtime, ThreadState
+    from ftlab.runtime.pystate import Runtime
 
 
 class GcCountOracle(Observer):

@@ -36,16 +36,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ftlab.runtime.listobject import (
-    LIST,
-    OB_ITEM,
-    list_append,
-    list_new,
-    list_setitem,
-)
+from ftlab.runtime.listobject import OB_ITEM, list_append, list_new, list_setitem
 from ftlab.runtime.object import PyType, try_xget_ref
 from ftlab.scenarios import Scenario
-from ftlab.sim.atomics import SEQ_CST
 from ftlab.sim.sync import Event
 from ftlab.sim.violation import ViolationError
 
@@ -61,8 +54,6 @@ class _Shared:
     A: int = 0
     B: int = 0
     E: int = 0
-    collected_count: int = 0
-    freed: list[int] = field(default_factory=list)
 
 
 def _setup(rt) -> None:
@@ -71,7 +62,6 @@ def _setup(rt) -> None:
 
 
 def _check_cycle_freed(rt) -> None:
-    s = rt.shared
     if rt.gc.collected != 2:
         raise ViolationError("check", f"the collection freed {rt.gc.collected} object(s), not "
                                       "the two lists of the cycle A -> B -> A")
@@ -169,7 +159,7 @@ async def _exit_a(t) -> None:
     await t.periodic_check()
     await t.gc_collect()                # b is running, exiting or gone
     await t.join(b)
-    if s.E and t.rt.gc.collected < 2:
+    if t.rt.gc.collected < 2:
         await t.gc_collect()            # b had not dropped B yet: collect again
     await t.decref(s.E)
 

@@ -11,7 +11,7 @@ from ftlab.runtime import gc
 from ftlab.runtime.listobject import list_append, list_new
 from ftlab.runtime.object import GC_BITS_UNREACHABLE, OB_GC_BITS, OB_TID, PyType, header, refcnt
 from ftlab.runtime.observer import Observer
-from ftlab.runtime.pystate import GC_SCHEDULED_BIT, THREAD_SUSPENDED
+from ftlab.runtime.pystate import GC_SCHEDULED_BIT
 from ftlab.runtime.tupleobject import tuple_new, tuple_set_item
 from ftlab.sim.strategies import RoundRobin
 
