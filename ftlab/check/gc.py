@@ -9,10 +9,10 @@ counted before the reset).
 Invariant: `young.count + sum(alloc_count - at_reset) == net`, over every thread state the run
 created (an exited thread's buffer is simply never flushed, in CPython as here).
 
-When it is checked: while a thread is between its atomic add to `young.count` and the reset of
-its buffer (a scheduling point apart) the sum counts that buffer twice, so the invariant only
-holds when no thread is inside a flush: with the world stopped, at the start of a collection
-(no thread stops inside `record_allocation`), and at the end of the run.
+When it is checked: where no count update is in flight, i.e. at the start of a collection (the
+world is stopped, and no thread stops between its `gc_object_allocated`/`gc_object_freed`
+event and the buffer update that follows it) and at the end of the run. (A flush's atomic add
+and the reset of the buffer happen in one step, after the add's scheduling point.)
 """
 
 from __future__ import annotations
