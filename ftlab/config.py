@@ -29,6 +29,11 @@ MUTATIONS: dict[str, str] = {
     "tryincref-accepts-zero": "try-incref succeeds on a shared field of exactly 0",
     "merge-order-bug": "merge sets MERGED before storing ob_tid and ob_ref_local (gh-119999)",
     "brc-no-queue": "a non-owner decref that reaches zero does not queue the object",
+    # free-threaded GC (ftlab/runtime/gc.py)
+    "gc-no-merge": "the GC computes gc_refs without first merging the threads' BRC queues",
+    "gc-tid-not-restored": "the GC leaves gc_refs in ob_tid of reachable objects (not restored)",
+    "gc-skips-abandoned": "gc_visit_heaps misses the abandoned pool (dead threads' objects)",
+    "gc-count-lost": "record_deallocation resets its buffer without adding it to the count",
 }
 
 
@@ -51,6 +56,11 @@ class Config:
     max_steps: int = 20_000
     # Record an event trace (costs time; replays of failures turn it on).
     trace: bool = False
+    # The GC (gc_free_threading.c): `young.threshold` (CPython 2000) and the per-thread buffer
+    # of allocation counts (LOCAL_ALLOC_COUNT_THRESHOLD, 512 in CPython; scenarios lower it to
+    # reach a flush in a few allocations).
+    gc_threshold: int = 2000
+    gc_local_threshold: int = 512
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
@@ -62,6 +72,8 @@ class Config:
             raise ConfigError(f"unknown mutation {unknown[0]!r} (see `ftlab list`)")
         if self.max_steps <= 0:
             raise ConfigError(f"max_steps must be positive, not {self.max_steps}")
+        if self.gc_threshold < 0 or self.gc_local_threshold <= 0:
+            raise ConfigError("gc_threshold must be >= 0 and gc_local_threshold positive")
 
     def mutated(self, name: str) -> bool:
         return name in self.mutations

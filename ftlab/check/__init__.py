@@ -28,3 +28,6 @@ def install(rt: "Runtime") -> None:
     QsbrOracle.install(rt)
     from ftlab.check import uaf
     uaf.install(rt)
+    # the free-threaded GC (gc-count)
+    from ftlab.check import gc
+    gc.install(rt)

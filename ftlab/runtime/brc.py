@@ -21,8 +21,9 @@ lock: the owner will never touch `ob_ref_local` again, and the lock orders its l
 before the merge). A queuer that reads `ob_tid` 0 knows the owner merged concurrently and just
 drops its reference.
 
-Not modelled: the stack's allocation failure (stop-the-world fallback), the GC's merge of every
-queue during a collection (the GC model's job), 3.15's merge on behalf of a detached owner.
+Not modelled: the stack's allocation failure (stop-the-world fallback), 3.15's merge on behalf
+of a detached owner. The GC merges every thread's queue with the world stopped
+(`gc.merge_queued_objects`).
 
 Mutation `brc-no-queue` (in `object.dec_ref_shared`): the decrement subtracts instead of
 queueing, so the count reaches 0 with nobody left to deallocate the object (a leak).

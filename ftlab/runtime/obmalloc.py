@@ -21,7 +21,8 @@ Delayed frees (`free_delayed`, C's `_PyMem_FreeDelayed`)
   Triggers: the chunk that just became full; 3.14: `_Py_HandlePending` when the thread's
   `qsbr.should_process` is set (registered with `Runtime.add_pending`; it has no eval-breaker
   bit of its own, so it waits for some event: reference §2.6, unverified in CPython); the GC
-  (not modelled yet).
+  with the world stopped (`gc.process_delayed_frees`: 3.14 `process_delayed_no_dealloc`,
+  3.13.0 `process_delayed` of each thread).
 - Thread exit (`abandon_delayed`, `_PyMem_AbandonDelayed`, from `ThreadState.exit`): an empty
   queue or a single drained chunk is simply freed; otherwise the queue is appended to the
   interpreter queue under its mutex and `has_work` is set. 3.14 (gh-130794) also processes the
@@ -90,6 +91,8 @@ from ftlab.sim.atomics import RELAXED
 from ftlab.sim.memory import Tag
 
 if TYPE_CHECKING:
+    from typing import Callable
+
     from ftlab.runtime.mimalloc.types import Heap, Page, PageQueue
     from ftlab.runtime.pystate import Runtime, ThreadState
 
@@ -232,13 +235,21 @@ def _should_process(t: "ThreadState") -> bool:
 # ---------------------------------------------------------------------------------------------
 # Freeing an item
 
-async def free_work_item(t: "ThreadState", ptr: int) -> None:
+async def free_work_item(t: "ThreadState", ptr: int,
+                         cb: "Callable[[int], None] | None" = None) -> None:
     """`free_work_item`: `PyMem_Free` a plain pointer. An object item (low bit set) is
     `PyObject_Free`d in 3.13.0 (`_PyObject_FreeDelayed`) and `Py_DECREF`ed in 3.14
-    (`_PyObject_XDecRefDelayed`); the GC's callback variant is not modelled."""
+    (`_PyObject_XDecRefDelayed`); with the GC's callback `cb` (world stopped, no destructor
+    may run) the decref is an explicit merge and an object left at 0 is handed to `cb`."""
     if ptr & OBJECT_ITEM_BIT:
         op = ptr - OBJECT_ITEM_BIT
         if _revised(t.rt):
+            if cb is not None:
+                from ftlab.runtime.object import explicit_merge_refcount
+                assert t.rt.world_stopped, "the no-dealloc variant runs with the world stopped"
+                if await explicit_merge_refcount(t, op, -1) == 0:
+                    cb(op)
+                return
             assert not t.rt.world_stopped, "an object item is decref'd with the world stopped"
             await t.decref(op)
         else:
@@ -371,7 +382,8 @@ async def _free_delayed(t: "ThreadState", ptr: int, size: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # Processing
 
-async def process_queue(t: "ThreadState", head: list[WorkChunk], keep_empty: bool) -> None:
+async def process_queue(t: "ThreadState", head: list[WorkChunk], keep_empty: bool,
+                        cb: "Callable[[int], None] | None" = None) -> None:
     """`process_queue`: free the items of `head` whose goals `t`'s QSBR state reports reached,
     in FIFO order, stopping at the first that is not; free drained chunks, keeping the last one
     if `keep_empty` (the thread queue)."""
@@ -388,7 +400,7 @@ async def process_queue(t: "ThreadState", head: list[WorkChunk], keep_empty: boo
             size = buf.sizes[rd]
             state._held(-1, -size)
             t.rt.stats["delayed_freed"] += 1
-            await free_work_item(t, ptr)
+            await free_work_item(t, ptr, cb)
             continue
         if keep_empty and len(head) == 1:
             # Keep the last chunk in the queue to reduce re-allocations.
@@ -399,7 +411,8 @@ async def process_queue(t: "ThreadState", head: list[WorkChunk], keep_empty: boo
         await t.free(buf.addr)
 
 
-async def process_interp_queue(t: "ThreadState") -> None:
+async def process_interp_queue(t: "ThreadState",
+                               cb: "Callable[[int], None] | None" = None) -> None:
     """`process_interp_queue`: only if `has_work` is set and the mutex is free (a try-lock:
     processing is opportunistic and must not block the eval loop)."""
     queue = t.rt.obmalloc.interp_queue
@@ -407,7 +420,7 @@ async def process_interp_queue(t: "ThreadState") -> None:
     if not await mem.load(queue.has_work_addr, 4, RELAXED):
         return
     if await queue.mutex.try_lock():        # _PyMutex_LockTimed(&mutex, 0, 0)
-        await process_queue(t, queue.head, False)
+        await process_queue(t, queue.head, False, cb)
         await mem.store(queue.has_work_addr, 1 if queue.head else 0, 4, RELAXED)
         await queue.mutex.unlock()
 
@@ -419,6 +432,14 @@ async def process_delayed(t: "ThreadState") -> None:
         t.qsbr.should_process = False
     await process_queue(t, t.mem_free_queue, True)
     await process_interp_queue(t)
+
+
+async def process_delayed_no_dealloc(t: "ThreadState", cb: "Callable[[int], None]") -> None:
+    """`_PyMem_ProcessDelayedNoDealloc` (3.14, the GC with the world stopped): as
+    `process_delayed`, but an object item whose count reaches 0 is handed to `cb` instead of
+    being deallocated."""
+    await process_queue(t, t.mem_free_queue, True, cb)
+    await process_interp_queue(t, cb)
 
 
 # ---------------------------------------------------------------------------------------------

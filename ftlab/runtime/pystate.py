@@ -27,6 +27,7 @@ from collections import Counter
 
 from ftlab.config import Config
 from ftlab.runtime import brc, qsbr
+from ftlab.runtime import gc as _gc
 from ftlab.runtime import obmalloc as _obmalloc
 from ftlab.runtime import object as _object
 from ftlab.runtime.mimalloc import init as _mi
@@ -69,6 +70,8 @@ class Runtime:
         self.mimalloc = _mi.MiRuntime(self)
         # obmalloc.c (FT): delayed frees and the delayed page reuse hooks it plugs into mimalloc
         self.obmalloc = _obmalloc.ObmallocState(self)
+        # gc_free_threading.c: allocation counts and the collector's state
+        self.gc = _gc.GCState(self)
 
     def find_observer(self, cls: type) -> Any:
         """The installed observer of class `cls` (an oracle), or None."""
@@ -297,7 +300,9 @@ class ThreadState:
                  # mimalloc: the thread's tld and its four tagged heaps (`tstate->mimalloc`)
                  "mimalloc",
                  # obmalloc.c: the `_PyMem_FreeDelayed` work queue (chunks, oldest first)
-                 "mem_free_queue")
+                 "mem_free_queue",
+                 # gc_free_threading.c: the buffered allocation count
+                 "gc")
 
     def __init__(self, rt: Runtime, vt: VThread | None) -> None:
         self.rt = rt
@@ -309,6 +314,7 @@ class ThreadState:
         self.brc = brc.BrcThreadState()
         self.mimalloc: _mi.MiThreadState | None = None
         self.mem_free_queue: list[_obmalloc.WorkChunk] = []
+        self.gc = _gc.GCThreadState()
 
     @property
     def name(self) -> str:
@@ -318,6 +324,11 @@ class ThreadState:
         """Per-thread runtime state, before the thread's first step (`_PyThreadState_Bind`)."""
         brc.init_thread(self)
         self.mimalloc = _mi.tstate_mimalloc_bind(self.rt.mimalloc, self)   # tstate_mimalloc_bind
+        # ... which ends with `_Py_atomic_store_int(&mts->initialized, 1)`: the GC visits a
+        # thread's heaps only once it reads this (gc_visit_heaps). Not a scheduling point: the
+        # whole bind is one step, so the GC sees either none of it or all of it.
+        self.mem.store_unpublished(self.block + MIMALLOC_INITIALIZED_OFFSET, 1, 4, Tag.META,
+                                   release=True)
 
     async def exit(self) -> None:
         """Thread teardown after its function returns (`PyThreadState_Clear`, still attached):
@@ -559,6 +570,9 @@ class ThreadState:
     free_delayed = _obmalloc.free_delayed
     object_free_delayed = _obmalloc.object_free_delayed
 
+    # The GC (gc_free_threading.c): `await t.gc_collect()` is `gc.collect()`
+    gc_collect = _gc.collect
+
 
 # ---------------------------------------------------------------------------------------------
 # Thread state layout and status (Include/cpython/pystate.h, pycore_ceval.h)
@@ -570,7 +584,8 @@ STATE_NAMES = ("detached", "attached", "suspended")
 
 STATE_OFFSET = 0            # int state
 EVAL_BREAKER_OFFSET = 8     # uintptr_t eval_breaker
-TSTATE_SIZE = 16
+MIMALLOC_INITIALIZED_OFFSET = 16    # int mimalloc.initialized (_PyThreadStateImpl)
+TSTATE_SIZE = 24
 
 # Eval-breaker event bits (`_PY_*_BIT`); the low 8 bits are events.
 GIL_DROP_REQUEST_BIT = 1 << 0

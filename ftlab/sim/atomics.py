@@ -197,15 +197,18 @@ class Memory(AddressSpace):
         detector (a stale peek of freed memory is what lock-free readers do by design)."""
         return self.raw_load(addr, width)
 
-    def store_unpublished(self, addr: int, value: int, width: int = 8, tag: Tag = Tag.META) -> None:
+    def store_unpublished(self, addr: int, value: int, width: int = 8, tag: Tag = Tag.META,
+                          release: bool = False) -> None:
         """A relaxed store into memory no other thread can reach yet (a new object before it
-        is published): an atomic for the race detector, not a scheduling point."""
+        is published): an atomic for the race detector, not a scheduling point. `release`:
+        a flag a thread sets at the end of an atomic step of its own, which others read with
+        acquire (the step's earlier writes happen before what they do next)."""
         m = self.machine
         if self.on_atomic_access is not None:
             self.on_atomic_access(addr, width, True)
         if m.race is not None:
             m.race.access(addr, width, True, True)
-            m.race.atomic_sync(m.current, addr, False, False, True, False)
+            m.race.atomic_sync(m.current, addr, False, release, True, False)
         self.raw_store(addr, width, value, tag)
 
     load_relaxed = partialmethod(load, order=RELAXED)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 # Modules (under ftlab.workloads) that define WORKLOADS, a tuple of Workload.
-_MODULES: tuple[str, ...] = ("free_delayed",)
+_MODULES: tuple[str, ...] = ("free_delayed",
+                             "gc_trigger_lag")  # the free-threaded GC
 
 
 @dataclass(frozen=True)

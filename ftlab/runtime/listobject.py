@@ -1,0 +1,235 @@
+"""Lists: `Objects/listobject.c` (free-threaded build), the parts a GC container needs.
+
+A list is a GC object (`PyListObject`, in the GC heap: lists have no managed dict) whose items
+live in a separate `_PyListArray` block of the MEM heap (`PyMem_Malloc`):
+
+    PyListObject                            _PyListArray
+    +0  PyObject header                     +0  allocated   capacity of the array
+    +32 ob_size    i64  number of items     +8  ob_item[]   strong references
+    +40 ob_item    u64  -> _PyListArray.ob_item (NULL when allocated is 0)
+    +48 allocated  i64
+
+Invariant: `0 <= ob_size <= allocated`; `ob_item[0:ob_size]` hold strong references (or NULL
+while being built), the rest is zero. `list_resize` (`list_resize` of listobject.c) allocates a
+new array with the ~12.5 % over-allocation, copies the items, publishes the new `ob_item` with
+a release store (pairs with the acquire load of a lock-free `list[i]` reader) and frees the old
+array with `free_list_items(old, use_qsbr)`: through `_PyMem_FreeDelayed` when the list may be
+read lock-free by other threads (`_PyObject_GC_IS_SHARED`, set by `ensure_shared_on_resize`
+when a thread that does not own the list resizes it, and by `ensure_shared_on_read` when one
+reads it), at once otherwise. `list_dealloc` frees its array at once (nobody can read a dead
+list). `_list_clear` (`tp_clear`) unlinks the array first (size 0, `ob_item` NULL) and then
+drops the items, so a finalizer run by one of those decrefs sees an empty list.
+
+Seam for issue 10 (lock-free `list[i]`, per-object critical sections): every mutator here
+(`list_append`, `list_setitem`, `list_resize`, `list_clear`) is what CPython runs *inside*
+`Py_BEGIN_CRITICAL_SECTION(self)`; the model leaves the lock to the caller, which is correct as
+long as only one thread mutates a list at a time (the GC scenarios hand a list from thread to
+thread through joins and events). Issue 10 adds the critical section around these functions,
+`ensure_shared_on_read`, and the lock-free reader `list_get_item_ref` (`_Py_TryXGetRef` on
+`ob_item[i]` with the capacity re-check), which is why `ob_item` and `ob_size` are already
+written with the release/relaxed atomics of the FT build.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ftlab.runtime.object import (
+    GC_BITS_SHARED,
+    SIZEOF_PYOBJECT,
+    PyType,
+    gc_bits,
+    gc_set_bits,
+    gc_track,
+    gc_untrack,
+    is_owned_by,
+    load_field,
+    new_object,
+)
+from ftlab.sim.atomics import RELAXED, RELEASE
+from ftlab.sim.memory import Tag
+
+if TYPE_CHECKING:
+    from ftlab.runtime.pystate import ThreadState
+
+OB_SIZE = SIZEOF_PYOBJECT               # PyVarObject.ob_size
+OB_ITEM = SIZEOF_PYOBJECT + 8
+ALLOCATED = SIZEOF_PYOBJECT + 16
+SIZEOF_LIST = SIZEOF_PYOBJECT + 24      # sizeof(PyListObject)
+ARRAY_ITEMS = 8                         # offsetof(_PyListArray, ob_item)
+
+
+def new_allocated(newsize: int, oldsize: int) -> int:
+    """`list_resize`'s capacity: ~12.5 % over-allocation rounded to 4, not over-allocated when
+    the new size is closer to that than to the old size, 0 for an empty list."""
+    if newsize == 0:
+        return 0
+    alloc = (newsize + (newsize >> 3) + 6) & ~3
+    if newsize - oldsize > alloc - newsize:
+        alloc = (newsize + 3) & ~3
+    return alloc
+
+
+def list_size(mem, op: int) -> int:
+    """`PyList_GET_SIZE` (for the owner of the list's lock, tests and oracles)."""
+    return mem.load_u64(op + OB_SIZE)
+
+
+def list_items(mem, op: int) -> list[int]:
+    """The items `ob_item[0:ob_size]` (plain reads; NULL slots included as 0)."""
+    n = mem.load_u64(op + OB_SIZE)
+    items = mem.load_u64(op + OB_ITEM)
+    return [mem.load_u64(items + 8 * i) for i in range(n)]
+
+
+def list_traverse(mem, op: int) -> list[int]:
+    """`list_traverse`: the non-NULL items, from the first to the last."""
+    return [item for item in list_items(mem, op) if item]
+
+
+def is_list_shared(mem, op: int) -> bool:
+    """`_PyObject_GC_IS_SHARED(self)`: the list may be read lock-free by other threads."""
+    return bool(gc_bits(mem, op) & GC_BITS_SHARED)
+
+
+def ensure_shared_on_resize(t: "ThreadState", op: int) -> None:
+    """`ensure_shared_on_resize`: a thread that does not own the list writes it, so the owner
+    (or a third thread) may be reading it lock-free: from now on old arrays go through QSBR."""
+    if not is_owned_by(t, op) and not is_list_shared(t.mem, op):
+        gc_set_bits(t.mem, op, GC_BITS_SHARED)
+
+
+async def free_list_items(t: "ThreadState", items: int, use_qsbr: bool) -> None:
+    """`free_list_items`: free the `_PyListArray` holding `items`, after a QSBR grace period if
+    lock-free readers may still index it."""
+    array = items - ARRAY_ITEMS
+    if use_qsbr:
+        size = ARRAY_ITEMS + 8 * t.mem.load_u64(array)
+        await t.free_delayed(array, size)
+    else:
+        await t.free(array)
+
+
+async def list_allocate_array(t: "ThreadState", capacity: int) -> int:
+    """`list_allocate_array`: a zeroed `_PyListArray` of `capacity` items; returns `ob_item`."""
+    array = await t.malloc(ARRAY_ITEMS + 8 * capacity)
+    t.mem.store_u64(array, capacity, Tag.PAYLOAD)
+    t.mem.fill(array + ARRAY_ITEMS, 8 * capacity, 0, Tag.PAYLOAD)
+    return array + ARRAY_ITEMS
+
+
+# ---------------------------------------------------------------------------------------------
+# Creation, resize, mutation (each under the list's critical section in CPython: see above)
+
+async def list_new(t: "ThreadState", size: int = 0) -> int:
+    """`PyList_New(size)`: a tracked list of `size` NULL items, owned by `t`."""
+    op = await new_object(t, LIST)
+    mem = t.mem
+    items = await list_allocate_array(t, size) if size > 0 else 0
+    mem.store_u64(op + OB_SIZE, size, Tag.PAYLOAD)
+    mem.store_u64(op + OB_ITEM, items, Tag.PAYLOAD)
+    mem.store_u64(op + ALLOCATED, size, Tag.PAYLOAD)
+    gc_track(t, op)
+    return op
+
+
+async def list_resize(t: "ThreadState", op: int, newsize: int) -> None:
+    """`list_resize` (FT): a new array unless the capacity already fits, items copied, the new
+    `ob_item` published with a release store, the old array freed (delayed if shared)."""
+    mem = t.mem
+    allocated = mem.load_u64(op + ALLOCATED)
+    size = mem.load_u64(op + OB_SIZE)
+    if allocated >= newsize and newsize >= (allocated >> 1):
+        await mem.store(op + OB_SIZE, newsize, 8, RELAXED, Tag.PAYLOAD)
+        return
+    capacity = new_allocated(newsize, size)
+    ensure_shared_on_resize(t, op)
+    items = await list_allocate_array(t, capacity) if capacity else 0
+    old_items = mem.load_u64(op + OB_ITEM)
+    if old_items and items:
+        keep = min(capacity, allocated)
+        mem.write_bytes(items, mem.read_bytes(old_items, 8 * keep))   # memcpy
+    # pairs with the acquire load of ob_item by lock-free readers (list_get_item_ref)
+    await mem.store(op + OB_ITEM, items, 8, RELEASE, Tag.PAYLOAD)
+    mem.store_u64(op + ALLOCATED, capacity, Tag.PAYLOAD)
+    await mem.store(op + OB_SIZE, newsize, 8, RELAXED, Tag.PAYLOAD)
+    if old_items:
+        await free_list_items(t, old_items, is_list_shared(mem, op))
+
+
+async def list_append(t: "ThreadState", op: int, item: int) -> None:
+    """`_PyList_AppendTakeRef`: append `item`, stealing the caller's reference."""
+    mem = t.mem
+    load_field(t, op, OB_SIZE)          # the list must be alive
+    n = mem.load_u64(op + OB_SIZE)
+    if mem.load_u64(op + ALLOCATED) > n:
+        # pairs with the acquire load of the item by lock-free readers
+        await mem.store(mem.load_u64(op + OB_ITEM) + 8 * n, item, 8, RELEASE, Tag.PAYLOAD)
+        await mem.store(op + OB_SIZE, n + 1, 8, RELAXED, Tag.PAYLOAD)
+        return
+    await list_resize(t, op, n + 1)
+    await mem.store(mem.load_u64(op + OB_ITEM) + 8 * n, item, 8, RELEASE, Tag.PAYLOAD)
+
+
+def _check_index(t: "ThreadState", op: int, i: int) -> int:
+    n = load_field(t, op, OB_SIZE)
+    if not 0 <= i < n:
+        raise IndexError(f"list index {i} out of range for a list of {n} items")
+    return t.mem.load_u64(op + OB_ITEM) + 8 * i
+
+
+async def list_setitem(t: "ThreadState", op: int, i: int, item: int) -> None:
+    """`PyList_SetItem`: store `item` (stealing the caller's reference) and drop the old one."""
+    slot = _check_index(t, op, i)
+    old = t.mem.load_u64(slot)
+    await t.mem.store(slot, item, 8, RELEASE, Tag.PAYLOAD)
+    if old:
+        await t.decref(old)
+
+
+def list_getitem(t: "ThreadState", op: int, i: int) -> int:
+    """`PyList_GET_ITEM`: a borrowed reference to item `i` (0 for NULL), read by the thread
+    that holds the list's lock."""
+    return t.mem.load_u64(_check_index(t, op, i))
+
+
+# ---------------------------------------------------------------------------------------------
+# tp_clear and tp_dealloc
+
+async def list_clear(t: "ThreadState", op: int) -> None:
+    """`_list_clear` (`tp_clear`): unlink the array (size 0, `ob_item` NULL, allocated 0), drop
+    the items from the last to the first, free the array (delayed if the list is shared)."""
+    mem = t.mem
+    load_field(t, op, OB_SIZE)
+    items = mem.load_u64(op + OB_ITEM)
+    if items == 0:
+        return
+    n = mem.load_u64(op + OB_SIZE)
+    await mem.store(op + OB_SIZE, 0, 8, RELAXED, Tag.PAYLOAD)
+    await mem.store(op + OB_ITEM, 0, 8, RELEASE, Tag.PAYLOAD)
+    mem.store_u64(op + ALLOCATED, 0, Tag.PAYLOAD)
+    for i in reversed(range(n)):
+        item = mem.load_u64(items + 8 * i)
+        if item:
+            await t.decref(item)
+    await free_list_items(t, items, is_list_shared(mem, op))
+
+
+async def list_dealloc(t: "ThreadState", op: int) -> None:
+    """The body of `list_dealloc` before the object is freed: untrack, drop the items from the
+    last to the first, free the array at once (a dead list has no readers)."""
+    gc_untrack(t, op)
+    mem = t.mem
+    items = load_field(t, op, OB_ITEM)
+    if items == 0:
+        return
+    n = mem.load_u64(op + OB_SIZE)
+    for i in reversed(range(n)):
+        item = mem.load_u64(items + 8 * i)
+        if item:
+            await t.decref(item)
+    await free_list_items(t, items, False)
+
+
+LIST = PyType("list", basicsize=SIZEOF_LIST, gc=True, clear=list_dealloc,
+              traverse=list_traverse, tp_clear=list_clear)
