@@ -29,6 +29,8 @@ MUTATIONS: dict[str, str] = {
     "tryincref-accepts-zero": "try-incref succeeds on a shared field of exactly 0",
     "merge-order-bug": "merge sets MERGED before storing ob_tid and ob_ref_local (gh-119999)",
     "brc-no-queue": "a non-owner decref that reaches zero does not queue the object",
+    # types: critical sections, the type cache, dicts
+    "critical-section-no-suspend": "detaching leaves critical sections locked (a plain per-object lock)",
 }
 
 
