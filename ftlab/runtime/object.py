@@ -121,6 +121,14 @@ TP_BASICSIZE = SIZEOF_PYOBJECT
 TP_FLAGS = SIZEOF_PYOBJECT + 8
 SIZEOF_TYPE_OBJECT = SIZEOF_PYOBJECT + 16
 
+# ob_gc_bits (Include/internal/pycore_gc.h, free-threaded build)
+GC_BITS_TRACKED = 1 << 0                # _PyGC_BITS_TRACKED
+GC_BITS_FINALIZED = 1 << 1              # tp_finalize was called
+GC_BITS_UNREACHABLE = 1 << 2            # set by the GC during a collection
+GC_BITS_FROZEN = 1 << 3
+GC_BITS_SHARED = 1 << 4                 # may be read lock-free: free its buffers with QSBR
+GC_BITS_DEFERRED = 1 << 6
+
 _U64 = (1 << 64) - 1
 
 # Run statistics (`Runtime.stats`, reported in `RunResult.stats`).
@@ -154,17 +162,29 @@ class PyType:
     """What the model needs of a type: its size and which mimalloc heap its instances use
     (`_PyObject_MallocWithType`: GC_PRE with a pre-header, GC for other GC types, OBJECT
     otherwise). `clear`, if given, is what `tp_dealloc` does before the memory is freed
-    (decref the references the object owns); it runs in the deallocating thread."""
+    (decref the references the object owns); it runs in the deallocating thread.
+
+    What the cyclic GC (`gc.py`) needs of a container type:
+    `traverse` is `tp_traverse` as a plain function (no scheduling point: the GC calls it with
+    the world stopped) that returns the object's strong references by reading its memory, in
+    the order `tp_traverse` visits them (NULL slots left out). `tp_clear` drops those
+    references (the GC calls it on unreachable objects to break cycles; tuples have none).
+    `finalize` is `tp_finalize` (`__del__`), called at most once per object (FINALIZED bit);
+    it may resurrect the object by storing a new reference to it somewhere."""
 
     name: str
     basicsize: int = SIZEOF_PYOBJECT + 16
     gc: bool = False
     preheader: bool = False
     clear: Callable[["ThreadState", int], Awaitable[None]] | None = None
+    traverse: Callable[[Any, int], list[int]] | None = None
+    tp_clear: Callable[["ThreadState", int], Awaitable[None]] | None = None
+    finalize: Callable[["ThreadState", int], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         assert self.basicsize >= SIZEOF_PYOBJECT, "an object is at least a PyObject"
         assert self.gc or not self.preheader, "only GC types have a pre-header"
+        assert self.gc or self.traverse is None, "only GC types have a tp_traverse"
 
     @property
     def heap_tag(self) -> HeapTag:
@@ -661,3 +681,38 @@ def store_field(t: "ThreadState", op: int, offset: int, value: int) -> None:
     """A plain write of a word of the object's payload."""
     t.rt.observer.object_accessed(t, op, f"payload +{offset}")
     t.mem.store_u64(op + offset, value, Tag.PAYLOAD)
+
+
+# ---------------------------------------------------------------------------------------------
+# GC bits (pycore_gc.h / pycore_object.h): written by the object's creator before it is
+# published, or by the GC with the world stopped; read with relaxed loads.
+
+def gc_bits(mem, op: int) -> int:
+    """`op->ob_gc_bits` (a relaxed read: no scheduling point, not a race)."""
+    return mem.peek(op + OB_GC_BITS, 1)
+
+
+def gc_set_bits(mem, op: int, bits: int) -> None:
+    """`_PyObject_SET_GC_BITS`."""
+    mem.store_unpublished(op + OB_GC_BITS, gc_bits(mem, op) | bits, 1, Tag.HEADER)
+
+
+def gc_clear_bits(mem, op: int, bits: int) -> None:
+    """`_PyObject_CLEAR_GC_BITS`."""
+    mem.store_unpublished(op + OB_GC_BITS, gc_bits(mem, op) & ~bits, 1, Tag.HEADER)
+
+
+def gc_is_tracked(mem, op: int) -> bool:
+    """`_PyObject_GC_IS_TRACKED`."""
+    return bool(gc_bits(mem, op) & GC_BITS_TRACKED)
+
+
+def gc_track(t: "ThreadState", op: int) -> None:
+    """`_PyObject_GC_TRACK`: the GC may now find the object in its heap."""
+    assert not gc_is_tracked(t.mem, op), "object already tracked by the garbage collector"
+    gc_set_bits(t.mem, op, GC_BITS_TRACKED)
+
+
+def gc_untrack(t: "ThreadState", op: int) -> None:
+    """`_PyObject_GC_UNTRACK`."""
+    gc_clear_bits(t.mem, op, GC_BITS_TRACKED)
