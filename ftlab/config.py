@@ -31,6 +31,8 @@ MUTATIONS: dict[str, str] = {
     "brc-no-queue": "a non-owner decref that reaches zero does not queue the object",
     # types: critical sections, the type cache, dicts
     "critical-section-no-suspend": "detaching leaves critical sections locked (a plain per-object lock)",
+    "type-cache-no-seqlock": "type cache readers and writers skip the per-entry sequence lock",
+    "borrowed-mro": "_PyType_GetMRO returns the MRO tuple borrowed (another thread may drop it)",
 }
 
 

@@ -28,3 +28,5 @@ def install(rt: "Runtime") -> None:
     QsbrOracle.install(rt)
     from ftlab.check import uaf
     uaf.install(rt)
+    from ftlab.check import typecache      # types
+    typecache.install(rt)

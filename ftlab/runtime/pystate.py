@@ -61,6 +61,8 @@ class Runtime:
         self.stw = StopTheWorld(self.machine)
         # lock.c / parking_lot.c: threads parked on a PyMutex, by the mutex's address
         self.parking_lot: dict[int, list[VThread]] = {}
+        # typeobject.py: `interp->types` (the method cache, TYPE_LOCK), made on first use
+        self.types: Any = None
         # What `_Py_HandlePending` runs after a stop request, in PENDING_ORDER (`add_pending`).
         self.pending: list[PendingHook] = []
         self.qsbr = qsbr.QsbrShared(self)
