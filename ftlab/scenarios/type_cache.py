@@ -135,7 +135,7 @@ TYPE_BASES_CHANGE = Scenario(
                 "C.__bases__, dropping the old MRO tuple",
     threads=(("main", _main_bases),),
     setup=_setup,
-    mutations={"borrowed-mro": ("use-after-free",)},
+    mutations={"borrowed-mro": ("use-after-free", "data-race")},
     dfs_bound=2,
     pct_steps=60,
 )
