@@ -33,9 +33,11 @@ the version matches, and every assignment that could drop the value first sets t
 Invariant (oracle `type-cache`, `ftlab.check.typecache`): a lookup returns a value that was
 the attribute's value (through the MRO) at some moment during the lookup.
 
-Mutations: `type-cache-no-seqlock` (`ftlab.runtime.lock`); `type-cache-version-first`
-(pre-gh-132942: the version is read after the MRO walk and published before the value);
-`borrowed-mro` (`get_mro` returns the tuple borrowed, as the default build may).
+Mutations: `type-cache-no-seqlock` (`ftlab.runtime.lock`); `borrowed-mro` (`get_mro`
+returns the tuple borrowed, as the default build may). The switch `type-cache-version-first`
+(pre-gh-132942: the version read after the MRO walk, published before the value) is wired here
+but not yet listed in `MUTATIONS`: in this model the MRO walk never blocks (the type dicts have
+no critical section of their own yet), so no scenario can expose it.
 """
 
 from __future__ import annotations
