@@ -34,6 +34,10 @@ MUTATIONS: dict[str, str] = {
     "gc-tid-not-restored": "the GC leaves gc_refs in ob_tid of reachable objects (not restored)",
     "gc-skips-abandoned": "gc_visit_heaps misses the abandoned pool (dead threads' objects)",
     "gc-count-lost": "record_deallocation resets its buffer without adding it to the count",
+    # types: critical sections, the type cache, dicts
+    "critical-section-no-suspend": "detaching leaves critical sections locked (a plain per-object lock)",
+    "type-cache-no-seqlock": "type cache readers and writers skip the per-entry sequence lock",
+    "borrowed-mro": "_PyType_GetMRO returns the MRO tuple borrowed (another thread may drop it)",
 }
 
 

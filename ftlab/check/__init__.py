@@ -31,3 +31,5 @@ def install(rt: "Runtime") -> None:
     # the free-threaded GC (gc-count)
     from ftlab.check import gc
     gc.install(rt)
+    from ftlab.check import typecache      # types
+    typecache.install(rt)

@@ -28,6 +28,7 @@ from collections import Counter
 from ftlab.config import Config
 from ftlab.runtime import brc, qsbr
 from ftlab.runtime import gc as _gc
+from ftlab.runtime import critical_section as _cs
 from ftlab.runtime import obmalloc as _obmalloc
 from ftlab.runtime import object as _object
 from ftlab.runtime.mimalloc import init as _mi
@@ -59,6 +60,10 @@ class Runtime:
         self.threads_head: list[ThreadState] = []
         self.head_lock = Mutex(self.machine, "HEAD_LOCK")
         self.stw = StopTheWorld(self.machine)
+        # lock.c / parking_lot.c: threads parked on a PyMutex, by the mutex's address
+        self.parking_lot: dict[int, list[VThread]] = {}
+        # typeobject.py: `interp->types` (the method cache, TYPE_LOCK), made on first use
+        self.types: Any = None
         # What `_Py_HandlePending` runs after a stop request, in PENDING_ORDER (`add_pending`).
         self.pending: list[PendingHook] = []
         self.qsbr = qsbr.QsbrShared(self)
@@ -302,7 +307,9 @@ class ThreadState:
                  # obmalloc.c: the `_PyMem_FreeDelayed` work queue (chunks, oldest first)
                  "mem_free_queue",
                  # gc_free_threading.c: the buffered allocation count
-                 "gc")
+                 "gc",
+                 # critical_section.c: `tstate->critical_section`, the stack, top last
+                 "critical_sections")
 
     def __init__(self, rt: Runtime, vt: VThread | None) -> None:
         self.rt = rt
@@ -315,6 +322,7 @@ class ThreadState:
         self.mimalloc: _mi.MiThreadState | None = None
         self.mem_free_queue: list[_obmalloc.WorkChunk] = []
         self.gc = _gc.GCThreadState()
+        self.critical_sections: list[_cs.CriticalSection] = []
 
     @property
     def name(self) -> str:
@@ -484,6 +492,8 @@ class ThreadState:
             await self._park_while_suspended()
         assert self.qsbr is not None, f"{self.name} attaches before it is registered with QSBR"
         await qsbr.attach(self.qsbr)
+        if self.critical_sections:
+            await _cs.resume(self)          # the top-most section only
 
     @types.coroutine
     def _park_while_suspended(self):
@@ -504,6 +514,8 @@ class ThreadState:
     async def _detach_thread(self, detached_state: int) -> None:
         """`detach_thread`: `_Py_qsbr_detach`, then the status store."""
         assert self.attached, f"{self.name} detaches while {self.status}"
+        if self.critical_sections:
+            await _cs.suspend_all(self)     # a blocked section must not hold up anyone
         await qsbr.detach(self.qsbr)
         await self.mem.store(self.state_addr, detached_state, 4, SEQ_CST)
         if detached_state == THREAD_DETACHED:

@@ -1,0 +1,73 @@
+"""Oracle `type-cache` (DESIGN §5.9): a type attribute lookup never returns a value that was
+not the attribute's value at some moment during the lookup (no torn cache entry).
+
+Ghost state: each type's own attributes and its MRO, as the runtime reports them
+(`type_attr_set`, `type_mro_set`). The attribute's value at a moment is the first definition
+along the MRO then. A lookup in progress (`type_lookup_started`) collects the values its
+(type, name) takes from its start to its end: the value at the start, and the value after
+every change reported while it runs. `type_lookup_finished` checks the result is one of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ftlab.runtime.observer import Observer
+from ftlab.sim.violation import ViolationError
+
+if TYPE_CHECKING:
+    from ftlab.runtime.pystate import Runtime, ThreadState
+
+
+class TypeCacheOracle(Observer):
+    def __init__(self) -> None:
+        self.attrs: dict[int, dict[int, int]] = {}
+        self.mro: dict[int, list[int]] = {}
+        # thread -> (type, name, admissible values)
+        self.active: dict[object, tuple[int, int, set[int]]] = {}
+        self.lookups_checked = 0
+
+    @classmethod
+    def install(cls, rt: "Runtime") -> "TypeCacheOracle":
+        found = rt.find_observer(cls)
+        if found is not None:
+            return found
+        oracle = cls()
+        rt.add_observer(oracle)
+        return oracle
+
+    def value(self, tp: int, name: int) -> int:
+        for base in self.mro.get(tp, [tp]):
+            v = self.attrs.get(base, {}).get(name, 0)
+            if v:
+                return v
+        return 0
+
+    def _changed(self) -> None:
+        for tp, name, seen in self.active.values():
+            seen.add(self.value(tp, name))
+
+    def type_attr_set(self, t, tp: int, name: int, value: int) -> None:
+        self.attrs.setdefault(tp, {})[name] = value
+        self._changed()
+
+    def type_mro_set(self, t, tp: int, mro: list[int]) -> None:
+        self.mro[tp] = list(mro)
+        self._changed()
+
+    def type_lookup_started(self, t: "ThreadState", tp: int, name: int) -> None:
+        self.active[t] = (tp, name, {self.value(tp, name)})
+
+    def type_lookup_finished(self, t: "ThreadState", tp: int, name: int, value: int) -> None:
+        _, _, seen = self.active.pop(t)
+        self.lookups_checked += 1
+        if value not in seen:
+            was = ", ".join(f"{v:#x}" for v in sorted(seen))
+            raise ViolationError(
+                "type-cache",
+                f"{t.name} looked up attribute {name:#x} of type {tp:#x} and got {value:#x}, "
+                f"which it never held during the lookup (it held: {was}): a torn cache entry")
+
+
+def install(rt: "Runtime") -> None:
+    TypeCacheOracle.install(rt)
