@@ -34,6 +34,12 @@ MUTATIONS: dict[str, str] = {
     "gc-tid-not-restored": "the GC leaves gc_refs in ob_tid of reachable objects (not restored)",
     "gc-skips-abandoned": "gc_visit_heaps misses the abandoned pool (dead threads' objects)",
     "gc-count-lost": "record_deallocation resets its buffer without adding it to the count",
+    # block counting for leak hunts (obmalloc.c get_num_global_allocated_blocks, gh-115184)
+    "blockcount-skips-abandoned": "sys.getallocatedblocks() does not visit the abandoned pool",
+    "blockcount-no-stw": "sys.getallocatedblocks() walks other threads' pages without "
+                         "stopping the world",
+    "blockcount-no-collect": "sys.getallocatedblocks() reads a page's used count before "
+                             "collecting the frees of other threads",
 }
 
 

@@ -31,3 +31,6 @@ def install(rt: "Runtime") -> None:
     # the free-threaded GC (gc-count)
     from ftlab.check import gc
     gc.install(rt)
+    # block counting (block-count)
+    from ftlab.check import blockcount
+    blockcount.install(rt)

@@ -569,6 +569,8 @@ class ThreadState:
     # Delayed frees (obmalloc.c): `await t.free_delayed(p, size)` is `_PyMem_FreeDelayed`
     free_delayed = _obmalloc.free_delayed
     object_free_delayed = _obmalloc.object_free_delayed
+    # Block counting (obmalloc.c): `await t.get_allocated_blocks()` is sys.getallocatedblocks()
+    get_allocated_blocks = _obmalloc.get_num_global_allocated_blocks
 
     # The GC (gc_free_threading.c): `await t.gc_collect()` is `gc.collect()`
     gc_collect = _gc.collect

@@ -22,6 +22,7 @@ KINDS = (
     "heap-integrity",
     "leak",
     "gc-count",
+    "block-count",
     "type-cache",
     "deadlock",
     "livelock",
