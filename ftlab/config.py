@@ -40,6 +40,8 @@ MUTATIONS: dict[str, str] = {
                          "stopping the world",
     "blockcount-no-collect": "sys.getallocatedblocks() reads a page's used count before "
                              "collecting the frees of other threads",
+    "reftotal-untracked-brc": "the total refcount misses the BRC queue's reference and the "
+                              "explicit merge's extra (before gh-115184)",
 }
 
 

@@ -302,7 +302,9 @@ class ThreadState:
                  # obmalloc.c: the `_PyMem_FreeDelayed` work queue (chunks, oldest first)
                  "mem_free_queue",
                  # gc_free_threading.c: the buffered allocation count
-                 "gc")
+                 "gc",
+                 # object.c (Py_REF_DEBUG): this thread's part of the total refcount
+                 "reftotal")
 
     def __init__(self, rt: Runtime, vt: VThread | None) -> None:
         self.rt = rt
@@ -315,6 +317,7 @@ class ThreadState:
         self.mimalloc: _mi.MiThreadState | None = None
         self.mem_free_queue: list[_obmalloc.WorkChunk] = []
         self.gc = _gc.GCThreadState()
+        self.reftotal = 0
 
     @property
     def name(self) -> str:
@@ -461,6 +464,9 @@ class ThreadState:
         rt.threads_head.remove(self)
         if self.mem.load_u32(self.state_addr) != THREAD_SUSPENDED and rt.stw.requested:
             await rt.stw.decrement_countdown()
+        # Py_REF_DEBUG: add our portion of the total refcount to the interpreter's total.
+        rt.objects.reftotal += self.reftotal
+        self.reftotal = 0
         await rt.head_lock.unlock()
         await qsbr.unregister(self)
         rt.raw_free(self.block)
@@ -571,6 +577,8 @@ class ThreadState:
     object_free_delayed = _obmalloc.object_free_delayed
     # Block counting (obmalloc.c): `await t.get_allocated_blocks()` is sys.getallocatedblocks()
     get_allocated_blocks = _obmalloc.get_num_global_allocated_blocks
+    # `await t.get_total_refcount()` is sys.gettotalrefcount() (object.c, Py_REF_DEBUG)
+    get_total_refcount = _object.get_total_refcount
 
     # The GC (gc_free_threading.c): `await t.gc_collect()` is `gc.collect()`
     gc_collect = _gc.collect

@@ -10,17 +10,22 @@
   equal the live blocks at that moment (`block-count`); a then frees b's other two blocks.
   `blockcount-skips-abandoned`: b's two live blocks are missing; `blockcount-no-collect`: the
   block c freed is counted; `blockcount-no-stw`: c allocates or frees between a's walk of
-  c's heaps and the end of the count.
+  c's heaps and the end of the count. c also drops an object a handed it (its shared field is
+  0, so the reference goes to a's BRC queue, merged at a's next periodic check, after the
+  count): the total refcount must count the queue's reference (`ref-total`);
+  `reftotal-untracked-brc` leaves it one short.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ftlab.runtime.object import PyType
 from ftlab.scenarios import Scenario
 from ftlab.sim.sync import Event
 
 BLOCKS = 3              # b's blocks, left live in its abandoned segment
+THING = PyType("Thing", basicsize=32)
 C_ALLOCS = 2            # more object blocks of c, allocated while a may be counting
 
 
@@ -30,6 +35,7 @@ class _Shared:
     b_gone: Event
     freed: Event
     blocks: list[int] = field(default_factory=list)
+    X: int = 0
     count: int = -1
 
 
@@ -51,6 +57,7 @@ async def _c(t) -> None:
     await s.c_ready.set()
     await t.wait(s.b_gone)
     await t.free(s.blocks[0])           # into b's abandoned page: its xthread_free
+    await t.decref(s.X)                 # a's object, shared field 0: queued to a's BRC queue
     await s.freed.set()
     for _ in range(C_ALLOCS):
         mine.append(await t.object_malloc(32))
@@ -62,12 +69,15 @@ async def _c(t) -> None:
 
 async def _a(t) -> None:
     s = t.shared
+    # Before b runs (a fresh page later would reclaim b's segment); a's reference goes to c.
+    s.X = await t.new_object(THING)
     await t.wait(s.c_ready)
     b = await t.spawn(_b, name="b")
     await t.join(b)                     # b's segment is abandoned with its three blocks
     await s.b_gone.set()
     await t.wait(s.freed)
     s.count = await t.get_allocated_blocks()
+    await t.periodic_check()            # merges X (queued by c) and frees it
     for p in s.blocks[1:]:
         await t.free(p)
 
@@ -80,7 +90,8 @@ BLOCKCOUNT = Scenario(
     setup=_setup,
     mutations={"blockcount-skips-abandoned": ("block-count",),
                "blockcount-no-collect": ("block-count",),
-               "blockcount-no-stw": ("block-count", "data-race", "heap-integrity")},
+               "blockcount-no-stw": ("block-count", "data-race", "heap-integrity"),
+               "reftotal-untracked-brc": ("ref-total",)},
     pct_steps=60,
 )
 

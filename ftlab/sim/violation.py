@@ -23,6 +23,7 @@ KINDS = (
     "leak",
     "gc-count",
     "block-count",
+    "ref-total",
     "type-cache",
     "deadlock",
     "livelock",

@@ -1,13 +1,14 @@
-"""The block-count oracle (ftlab.check.blockcount): quiet when the count is exact, fires on
-each block-counting mutation and on a hand-broken count."""
+"""The block-count and ref-total oracles (ftlab.check.blockcount): quiet when the counts are
+exact, fire on each block-counting mutation, a hand-broken count and a missing fix 3."""
 
 from __future__ import annotations
 
 import pytest
 
-from ftlab import Config
+from ftlab import Config, check
 from ftlab.check import blockcount
 from ftlab.runtime import Runtime
+from ftlab.runtime.object import PyType
 from ftlab.runtime.mimalloc.types import HeapTag
 from ftlab.sim.violation import ViolationError
 
@@ -61,9 +62,44 @@ def test_fires_on_a_hand_broken_count():
 
 
 def test_installed_with_the_checked_oracles_and_once():
-    from ftlab import check
-
     rt = Runtime(Config())
     check.install(rt)
     o = rt.find_observer(blockcount.BlockCountOracle)
     assert o is not None and blockcount.install(rt) is o
+
+
+THING = PyType("Thing", basicsize=32)
+
+
+def run_queued(mutations: frozenset[str] = frozenset()):
+    """A child drops an object main handed it (queued to main's BRC queue); main counts
+    blocks (the ref-total check) while it is queued, then merges it."""
+    rt = Runtime(Config(mutations=mutations))
+    check.install(rt)
+    oracle = rt.find_observer(blockcount.BlockCountOracle)
+
+    async def child(t, o):
+        await t.decref(o)
+
+    async def main(t):
+        o = await t.new_object(THING)
+        kept = await t.new_object(THING)
+        c = await t.spawn(child, o)
+        await t.join(c)
+        await t.get_allocated_blocks()
+        await t.periodic_check()
+        await t.decref(kept)
+
+    rt.run_main(main)
+    return oracle
+
+
+def test_ref_total_quiet_when_the_queue_holds_its_reference():
+    assert run_queued().totals == [2]
+
+
+def test_ref_total_fires_without_gh_115184_fix_3():
+    with pytest.raises(ViolationError) as e:
+        run_queued(frozenset({"reftotal-untracked-brc"}))
+    assert e.value.kind == "ref-total"
+    assert "total refcount is 1" in str(e.value) and "but 2 strong" in str(e.value)
