@@ -190,9 +190,15 @@ class Runtime:
             state = await mem.load(t.state_addr, 4, RELAXED)
             if state == THREAD_DETACHED:
                 # Pairs with the CAS in `attach`: exactly one of them wins.
-                ok, _ = await mem.cas(t.state_addr, THREAD_DETACHED, THREAD_SUSPENDED, 4, SEQ_CST)
+                ok, state = await mem.cas(t.state_addr, THREAD_DETACHED, THREAD_SUSPENDED, 4,
+                                          SEQ_CST)
                 if ok:
                     num_parked += 1
+                elif state == THREAD_ATTACHED and t is not stw.requester:
+                    # It attached between the load and the CAS. C finds it attached at its next
+                    # 1 ms re-scan; the model has no clock (and the thread's detach poked the
+                    # previous stop event, if any), so ask it to stop now.
+                    await set_eval_breaker_bit(t, EVAL_PLEASE_STOP_BIT)
             elif state == THREAD_ATTACHED and t is not stw.requester:
                 await set_eval_breaker_bit(t, EVAL_PLEASE_STOP_BIT)
         stw.thread_countdown -= num_parked

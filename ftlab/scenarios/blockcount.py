@@ -1,14 +1,14 @@
 """Scenarios of block counting for leak hunts (`sys.getallocatedblocks()`,
 `get_num_global_allocated_blocks` in `ftlab.runtime.obmalloc`, gh-115184).
 
-- `blockcount`: thread b allocates three PyMem blocks and exits, so its MEM segment goes to the
-  interpreter's abandoned pool with three live blocks. Thread c frees one of them (a
+- `blockcount`: thread b allocates two PyMem blocks and exits, so its MEM segment goes to the
+  interpreter's abandoned pool with two live blocks. Thread c frees one of them (a
   cross-thread free into an abandoned page: the block waits on the page's `xthread_free`),
   then allocates and frees object blocks from a page it made before b ran (so it never needs
   a fresh page, which would reclaim b's segment), with periodic checks between, while thread
   a counts the allocated blocks. The count must
   equal the live blocks at that moment (`block-count`); a then frees b's other two blocks.
-  `blockcount-skips-abandoned`: b's two live blocks are missing; `blockcount-no-collect`: the
+  `blockcount-skips-abandoned`: b's live block is missing; `blockcount-no-collect`: the
   block c freed is counted; `blockcount-no-stw`: c allocates or frees between a's walk of
   c's heaps and the end of the count. c also drops an object a handed it (its shared field is
   0, so the reference goes to a's BRC queue, merged at a's next periodic check, after the
@@ -24,9 +24,9 @@ from ftlab.runtime.object import PyType
 from ftlab.scenarios import Scenario
 from ftlab.sim.sync import Event
 
-BLOCKS = 3              # b's blocks, left live in its abandoned segment
+BLOCKS = 2              # b's blocks, left live in its abandoned segment
 THING = PyType("Thing", basicsize=32)
-C_ALLOCS = 2            # more object blocks of c, allocated while a may be counting
+C_ALLOCS = 1            # more object blocks of c, allocated while a may be counting
 
 
 @dataclass
@@ -73,7 +73,7 @@ async def _a(t) -> None:
     s.X = await t.new_object(THING)
     await t.wait(s.c_ready)
     b = await t.spawn(_b, name="b")
-    await t.join(b)                     # b's segment is abandoned with its three blocks
+    await t.join(b)                     # b's segment is abandoned with its two blocks
     await s.b_gone.set()
     await t.wait(s.freed)
     s.count = await t.get_allocated_blocks()
