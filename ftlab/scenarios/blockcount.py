@@ -6,7 +6,8 @@
   cross-thread free into an abandoned page: the block waits on the page's `xthread_free`),
   then allocates and frees object blocks from a page it made before b ran (so it never needs
   a fresh page, which would reclaim b's segment), with periodic checks between, while thread
-  a counts the allocated blocks. The count must
+  a counts the allocated blocks; c holds a PyMem block throughout (a count that skipped the
+  live threads' MEM heaps would miss it). The count must
   equal the live blocks at that moment (`block-count`); a then frees b's other two blocks.
   `blockcount-skips-abandoned`: b's live block is missing; `blockcount-no-collect`: the
   block c freed is counted; `blockcount-no-stw`: c allocates or frees between a's walk of
@@ -51,9 +52,10 @@ async def _b(t) -> None:
 
 async def _c(t) -> None:
     s = t.shared
-    # A page for c's object blocks first: later ones come from it, so c never needs a fresh
-    # page, which would make it reclaim b's abandoned segment.
+    # Pages for c's blocks first: later ones come from them, so c never needs a fresh page,
+    # which would make it reclaim b's abandoned segment.
     mine = [await t.object_malloc(32)]
+    pymem = await t.malloc(32)          # live in c's MEM heap while a counts
     await s.c_ready.set()
     await t.wait(s.b_gone)
     await t.free(s.blocks[0])           # into b's abandoned page: its xthread_free
@@ -65,6 +67,7 @@ async def _c(t) -> None:
     for p in mine:
         await t.object_free(p)
         await t.periodic_check()
+    await t.free(pymem)
 
 
 async def _a(t) -> None:
