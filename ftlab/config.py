@@ -38,6 +38,14 @@ MUTATIONS: dict[str, str] = {
     "critical-section-no-suspend": "detaching leaves critical sections locked (a plain per-object lock)",
     "type-cache-no-seqlock": "type cache readers and writers skip the per-entry sequence lock",
     "borrowed-mro": "_PyType_GetMRO returns the MRO tuple borrowed (another thread may drop it)",
+    # block counting for leak hunts (obmalloc.c get_num_global_allocated_blocks, gh-115184)
+    "blockcount-skips-abandoned": "sys.getallocatedblocks() does not visit the abandoned pool",
+    "blockcount-no-stw": "sys.getallocatedblocks() walks other threads' pages without "
+                         "stopping the world",
+    "blockcount-no-collect": "sys.getallocatedblocks() reads a page's used count before "
+                             "collecting the frees of other threads",
+    "reftotal-untracked-brc": "the total refcount misses the BRC queue's reference and the "
+                              "explicit merge's extra (before gh-115184)",
 }
 
 

@@ -33,3 +33,6 @@ def install(rt: "Runtime") -> None:
     gc.install(rt)
     from ftlab.check import typecache      # types
     typecache.install(rt)
+    # block counting (block-count)
+    from ftlab.check import blockcount
+    blockcount.install(rt)

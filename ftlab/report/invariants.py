@@ -20,6 +20,11 @@ INVARIANTS: dict[str, str] = {
             "baseline",
     "gc-count": "the interpreter's count plus the threads' buffers equals allocations minus "
                 "deallocations since the last reset",
+    # block counting for leak hunts (gh-115184)
+    "block-count": "sys.getallocatedblocks() returns exactly the blocks allocated and not freed "
+                   "at that moment",
+    "ref-total": "with the world stopped, the total refcount equals the strong references held "
+                 "to live objects, a BRC queue's included",
     "type-cache": "a type-cache lookup returns a value the attribute had at some moment during "
                   "the lookup",
     "deadlock": "while a thread is unfinished, some thread can run",

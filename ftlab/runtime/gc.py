@@ -92,9 +92,11 @@ from ftlab.runtime.object import (
     REF_ONE,
     REF_SHARED,
     REF_SHARED_FLAG_MASK,
+    add_ref_total,
     gc_bits,
     gc_clear_bits,
     gc_set_bits,
+    inc_ref_total,
     shared_count,
     type_of,
 )
@@ -281,6 +283,7 @@ def merge_refcount(t: "ThreadState", op: int, extra: int) -> int:
     mem = t.mem
     rt.observer.merge_started(t, op)
     refcount = _refcnt(mem, op) + extra
+    add_ref_total(t, extra)                 # Py_REF_DEBUG
     _store_tid(mem, op, 0)
     mem.store_u32(op + OB_REF_LOCAL, 0, Tag.HEADER)
     mem.store_u64(op + OB_REF_SHARED, REF_SHARED(refcount, REF_MERGED), Tag.HEADER)
@@ -417,6 +420,7 @@ def queue_untracked_obj_decref(t: "ThreadState", state: CollectionState, op: int
     if not _is_tracked(mem, op):
         shared = mem.load_u64(op + OB_REF_SHARED)
         mem.store_u64(op + OB_REF_SHARED, (shared + REF_ONE) & _U64, Tag.HEADER)
+        inc_ref_total(t)                    # Py_REF_DEBUG
         t.rt.observer.ref_added(t, op, "gc objs_to_decref")
         state.objs_to_decref.push(op)
 

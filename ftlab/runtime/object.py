@@ -206,7 +206,7 @@ class ObjectState:
     """The interpreter's object state: static immortal objects (type objects, singletons) in a
     raw static area."""
 
-    __slots__ = ("rt", "_static_next", "_static_end", "types")
+    __slots__ = ("rt", "_static_next", "_static_end", "types", "reftotal")
 
     STATIC_CHUNK = 1 << 16
 
@@ -217,6 +217,8 @@ class ObjectState:
         self._static_next = 0
         self._static_end = 0
         self.types: dict[PyType, int] = {}
+        # `interp->object_state.reftotal`: the totals of thread states that were deleted
+        self.reftotal = 0
 
     def static_alloc(self, size: int) -> int:
         """Memory of a statically allocated object: never freed, zeroed."""
@@ -397,6 +399,7 @@ def new_reference(t: "ThreadState", op: int) -> None:
     _init_store(mem, op + OB_GC_BITS, 1, 0)
     _init_store(mem, op + OB_REF_LOCAL, 4, 1)
     _init_store(mem, op + OB_REF_SHARED, 8, 0)
+    inc_ref_total(t)                        # _Py_IncRefTotal in _Py_NewReference
 
 
 async def dealloc(t: "ThreadState", op: int) -> None:
@@ -437,6 +440,7 @@ async def incref(t: "ThreadState", op: int) -> None:
         if local == IMMORTAL_REFCNT_LOCAL:
             return
         mem.store_u32(op + OB_REF_LOCAL, local + 1, Tag.HEADER)
+        inc_ref_total(t)
         t.rt.stats["refcnt_nonatomic"] += 1
         t.rt.observer.ref_added(t, op, "incref")
         return
@@ -445,6 +449,7 @@ async def incref(t: "ThreadState", op: int) -> None:
         return
     await _on_live(t, op, "ob_ref_shared (incref)",
                    mem.fetch_add(op + OB_REF_SHARED, REF_ONE, 8, SEQ_CST, Tag.HEADER))
+    inc_ref_total(t)
     t.rt.stats["refcnt_atomic"] += 1
     t.rt.observer.ref_added(t, op, "incref (shared)")
 
@@ -456,6 +461,7 @@ async def decref(t: "ThreadState", op: int) -> None:
         local = mem.load_u32(op + OB_REF_LOCAL)
         if local == IMMORTAL_REFCNT_LOCAL:
             return
+        dec_ref_total(t)                    # _Py_DECREF_DecRefTotal, before the owner test
         local = (local - 1) & 0xFFFF_FFFF
         mem.store_u32(op + OB_REF_LOCAL, local, Tag.HEADER)
         t.rt.stats["refcnt_nonatomic"] += 1
@@ -466,6 +472,7 @@ async def decref(t: "ThreadState", op: int) -> None:
     if _peek(mem, op + OB_REF_LOCAL, 4) == IMMORTAL_REFCNT_LOCAL:
         t.rt.stats["refcnt_immortal"] += 1
         return
+    dec_ref_total(t)
     await dec_ref_shared(t, op)
 
 
@@ -486,6 +493,9 @@ async def dec_ref_shared(t: "ThreadState", op: int) -> None:
             break
     rt.stats["refcnt_atomic"] += 1
     if should_queue:
+        # The queue holds the reference this decref gave up (gh-115184 fix 3).
+        if not rt.mutated("reftotal-untracked-brc"):
+            inc_ref_total(t)
         rt.stats["brc_queued"] += 1
         rt.observer.object_queued(t, op)
         await brc.queue_object(t, op)
@@ -541,6 +551,8 @@ async def explicit_merge_refcount(t: "ThreadState", op: int, extra: int) -> int:
     mem = t.mem
     rt = t.rt
     assert not is_immortal(mem, op), "explicit merge of an immortal object"
+    if not rt.mutated("reftotal-untracked-brc"):
+        add_ref_total(t, extra)             # gh-115184 fix 3
     rt.observer.merge_started(t, op)
     bug = rt.config.mutated("merge-order-bug")
     rt.observer.object_accessed(t, op, "ob_ref_local (merge)")
@@ -571,6 +583,44 @@ async def explicit_merge_refcount(t: "ThreadState", op: int, extra: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# The total reference count (`_Py_RefTotal`, Py_REF_DEBUG; `sys.gettotalrefcount()`)
+#
+# Every reference a thread creates or drops is added to its own `t.reftotal` (FT: the thread
+# state's `reftotal`, written only by its thread; C stores it relaxed for the reader below);
+# `tstate_delete_common` adds it to the interpreter's `rt.objects.reftotal` under HEAD_LOCK.
+# The sum is the number of strong references to non-immortal objects, provided the two paths
+# gh-115184 fixed keep it: the BRC queue holds the reference a queuing decref gave up (+1 on
+# the queue path), and an explicit merge adds its `extra` (-1 when the queue's reference is
+# dropped). Mutation `reftotal-untracked-brc`: both are missing (they cancel once the queue is
+# merged, so the total is off by one for each object waiting in a queue). Kept in every build
+# of the model (C: debug builds only).
+
+def add_ref_total(t: "ThreadState", n: int) -> None:
+    """`_Py_AddRefTotal` (`reftotal_add`)."""
+    t.reftotal += n
+
+
+def inc_ref_total(t: "ThreadState") -> None:
+    """`_Py_IncRefTotal` / `_Py_INCREF_IncRefTotal`."""
+    t.reftotal += 1
+
+
+def dec_ref_total(t: "ThreadState") -> None:
+    """`_Py_DecRefTotal` / `_Py_DECREF_DecRefTotal`."""
+    t.reftotal -= 1
+
+
+async def get_total_refcount(t: "ThreadState") -> int:
+    """`sys.gettotalrefcount()` (`get_global_reftotal`): under HEAD_LOCK, the interpreter's
+    total plus every linked thread's (each read while its thread may be running, as in C)."""
+    rt = t.rt
+    await rt.head_lock.lock()
+    total = rt.objects.reftotal + sum(p.reftotal for p in rt.threads_head)
+    await rt.head_lock.unlock()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
 # Lock-free acquisition (pycore_object.h)
 
 def try_incref_fast(t: "ThreadState", op: int) -> bool:
@@ -582,6 +632,7 @@ def try_incref_fast(t: "ThreadState", op: int) -> bool:
         return False
     local = mem.load_u32(op + OB_REF_LOCAL)
     mem.store_u32(op + OB_REF_LOCAL, local + 1, Tag.HEADER)
+    inc_ref_total(t)
     t.rt.stats["refcnt_nonatomic"] += 1
     t.rt.observer.ref_added(t, op, "try-incref (owner)")
     return True
@@ -600,6 +651,7 @@ async def try_incref_shared(t: "ThreadState", op: int) -> bool:
         ok, shared = await mem.cas(op + OB_REF_SHARED, shared, (shared + REF_ONE) & _U64,
                                    8, SEQ_CST, Tag.HEADER)
         if ok:
+            inc_ref_total(t)
             t.rt.stats["refcnt_atomic"] += 1
             t.rt.observer.ref_added(t, op, "try-incref")
             return True
@@ -656,6 +708,7 @@ async def new_ref_with_lock(t: "ThreadState", op: int) -> int:
         ok, shared = await _on_live(t, op, "ob_ref_shared (new-ref-with-lock)", mem.cas(
             op + OB_REF_SHARED, shared, new_shared, 8, SEQ_CST, Tag.HEADER))
         if ok:
+            inc_ref_total(t)
             t.rt.stats["refcnt_atomic"] += 1
             t.rt.observer.ref_added(t, op, "new-ref-with-lock")
             return op

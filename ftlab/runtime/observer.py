@@ -45,6 +45,9 @@ class Observer:
     # `ptr` (`size` bytes) was unlinked from a lock-free-readable structure and handed to
     # `_PyMem_FreeDelayed` (or 3.13's `_PyObject_FreeDelayed`): before it is queued or freed
     def mem_free_delayed(self, t: "ThreadState", ptr: int, size: int) -> None: ...
+    # block counting (sys.getallocatedblocks): `count` was just computed by `t`, with the world
+    # still stopped (unless finalizing, or mutated): it must be exact now
+    def blocks_counted(self, t: "ThreadState", count: int) -> None: ...
 
     # -- objects and reference counts (object.c, brc.c), in the step of the access they
     # report: `object_accessed` just before an access that needs a live object, the others

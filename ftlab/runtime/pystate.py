@@ -195,9 +195,15 @@ class Runtime:
             state = await mem.load(t.state_addr, 4, RELAXED)
             if state == THREAD_DETACHED:
                 # Pairs with the CAS in `attach`: exactly one of them wins.
-                ok, _ = await mem.cas(t.state_addr, THREAD_DETACHED, THREAD_SUSPENDED, 4, SEQ_CST)
+                ok, state = await mem.cas(t.state_addr, THREAD_DETACHED, THREAD_SUSPENDED, 4,
+                                          SEQ_CST)
                 if ok:
                     num_parked += 1
+                elif state == THREAD_ATTACHED and t is not stw.requester:
+                    # It attached between the load and the CAS. C finds it attached at its next
+                    # 1 ms re-scan; the model has no clock (and the thread's detach poked the
+                    # previous stop event, if any), so ask it to stop now.
+                    await set_eval_breaker_bit(t, EVAL_PLEASE_STOP_BIT)
             elif state == THREAD_ATTACHED and t is not stw.requester:
                 await set_eval_breaker_bit(t, EVAL_PLEASE_STOP_BIT)
         stw.thread_countdown -= num_parked
@@ -309,7 +315,9 @@ class ThreadState:
                  # gc_free_threading.c: the buffered allocation count
                  "gc",
                  # critical_section.c: `tstate->critical_section`, the stack, top last
-                 "critical_sections")
+                 "critical_sections",
+                 # object.c (Py_REF_DEBUG): this thread's part of the total refcount
+                 "reftotal")
 
     def __init__(self, rt: Runtime, vt: VThread | None) -> None:
         self.rt = rt
@@ -323,6 +331,7 @@ class ThreadState:
         self.mem_free_queue: list[_obmalloc.WorkChunk] = []
         self.gc = _gc.GCThreadState()
         self.critical_sections: list[_cs.CriticalSection] = []
+        self.reftotal = 0
 
     @property
     def name(self) -> str:
@@ -469,6 +478,9 @@ class ThreadState:
         rt.threads_head.remove(self)
         if self.mem.load_u32(self.state_addr) != THREAD_SUSPENDED and rt.stw.requested:
             await rt.stw.decrement_countdown()
+        # Py_REF_DEBUG: add our portion of the total refcount to the interpreter's total.
+        rt.objects.reftotal += self.reftotal
+        self.reftotal = 0
         await rt.head_lock.unlock()
         await qsbr.unregister(self)
         rt.raw_free(self.block)
@@ -581,6 +593,10 @@ class ThreadState:
     # Delayed frees (obmalloc.c): `await t.free_delayed(p, size)` is `_PyMem_FreeDelayed`
     free_delayed = _obmalloc.free_delayed
     object_free_delayed = _obmalloc.object_free_delayed
+    # Block counting (obmalloc.c): `await t.get_allocated_blocks()` is sys.getallocatedblocks()
+    get_allocated_blocks = _obmalloc.get_num_global_allocated_blocks
+    # `await t.get_total_refcount()` is sys.gettotalrefcount() (object.c, Py_REF_DEBUG)
+    get_total_refcount = _object.get_total_refcount
 
     # The GC (gc_free_threading.c): `await t.gc_collect()` is `gc.collect()`
     gc_collect = _gc.collect

@@ -45,10 +45,11 @@ def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import engine, list_resize, mimalloc_stress, refcount
     from ftlab.scenarios import gc  # the free-threaded GC
     from ftlab.scenarios import critical_section, type_cache     # types
+    from ftlab.scenarios import blockcount  # block counting for leak hunts
 
     scenarios: dict[str, Scenario] = {}
     for module in (engine, refcount, mimalloc_stress, list_resize, gc,
-                   critical_section, type_cache):
+                   critical_section, type_cache, blockcount):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios

@@ -22,6 +22,8 @@ KINDS = (
     "heap-integrity",
     "leak",
     "gc-count",
+    "block-count",
+    "ref-total",
     "type-cache",
     "deadlock",
     "livelock",

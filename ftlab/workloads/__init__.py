@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 # Modules (under ftlab.workloads) that define WORKLOADS, a tuple of Workload.
 _MODULES: tuple[str, ...] = ("free_delayed",
-                             "gc_trigger_lag")  # the free-threaded GC
+                             "gc_trigger_lag",  # the free-threaded GC
+                             "refleak_hunt")  # block counting and the ref total
 
 
 @dataclass(frozen=True)

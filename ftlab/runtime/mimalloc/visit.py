@@ -54,9 +54,12 @@ class HeapArea:
 Visitor = Callable[[Heap | None, HeapArea, int | None, int], bool]
 
 
-async def heap_area_init(page: Page) -> HeapArea:
-    """CPython's `_mi_heap_area_init`: force-collect, then describe the page."""
-    await _page.page_free_collect(page, True)
+async def heap_area_init(page: Page, collect: bool = True) -> HeapArea:
+    """CPython's `_mi_heap_area_init`: force-collect, then describe the page. `collect=False`
+    is the code before gh-115184, which read `used` with the cross-thread frees still on
+    `xthread_free` (block counting's `blockcount-no-collect`)."""
+    if collect:
+        await _page.page_free_collect(page, True)
     bsize = _page.page_block_size(page)
     ubsize = bsize - page.segment.mi.build.padding_size
     start, _ = _seg.segment_page_start(page.segment, page)
@@ -92,12 +95,13 @@ def heap_area_visit_blocks(area: HeapArea, page: Page, visitor: Visitor) -> bool
     return True
 
 
-async def heap_visit_blocks(heap: Heap, visit_blocks: bool, visitor: Visitor) -> bool:
-    """`mi_heap_visit_blocks` (module docstring)."""
+async def heap_visit_blocks(heap: Heap, visit_blocks: bool, visitor: Visitor,
+                            collect: bool = True) -> bool:
+    """`mi_heap_visit_blocks` (module docstring; `collect` as in `heap_area_init`)."""
     await _page.heap_delayed_free_partial(heap)
 
     async def visit_area(heap: Heap, pq, page) -> bool:  # mi_heap_visit_areas_page
-        area = await heap_area_init(page)
+        area = await heap_area_init(page, collect)
         if not visitor(heap, area, None, area.block_size):
             return False
         return not visit_blocks or heap_area_visit_blocks(area, page, visitor)
@@ -106,8 +110,9 @@ async def heap_visit_blocks(heap: Heap, visit_blocks: bool, visitor: Visitor) ->
 
 
 async def abandoned_pool_visit_blocks(mi: "MiRuntime", tag: int, visit_blocks: bool,
-                                      visitor: Visitor) -> bool:
-    """CPython's `_mi_abandoned_pool_visit_blocks` (module docstring)."""
+                                      visitor: Visitor, collect: bool = True) -> bool:
+    """CPython's `_mi_abandoned_pool_visit_blocks` (module docstring; `collect` as in
+    `heap_area_init`)."""
     mem = mi.mem
     pool = mi.pool
     for head_addr, tagged in ((pool.abandoned, True), (pool.abandoned_visited, False)):
@@ -120,7 +125,7 @@ async def abandoned_pool_visit_blocks(mi: "MiRuntime", tag: int, visit_blocks: b
             while i < segment.slice_entries:
                 s = _seg.slice_at(segment, i)
                 if _seg.slice_is_used(s) and s.tag == tag:
-                    area = await heap_area_init(s)
+                    area = await heap_area_init(s, collect)
                     if not visitor(None, area, None, area.block_size):
                         return False
                     if visit_blocks and not heap_area_visit_blocks(area, s, visitor):
