@@ -134,7 +134,7 @@ def cmd_run(args) -> int:
             if args.runs > 1:
                 print(f"violation in execution {i + 1} of at most {args.runs}")
             break
-    assert result is not None
+    assert result is not None, "run --runs N made no run"
     _print_result(result, args.trace)
     return 1 if result.violations else 0
 

@@ -121,7 +121,7 @@ CHUNK_RD_IDX = 16
 CHUNK_WR_IDX = 24
 CHUNK_ARRAY = 32
 SIZEOF_MEM_WORK_CHUNK = CHUNK_ARRAY + WORK_ITEMS_PER_CHUNK * WORK_ITEM_SIZE
-assert SIZEOF_MEM_WORK_CHUNK == 4096
+assert SIZEOF_MEM_WORK_CHUNK == 4096, "struct _mem_work_chunk is one 4 KiB page"
 
 OBJECT_ITEM_BIT = 0x01                  # low bit of `ptr`: an object item (see free_work_item)
 
@@ -376,7 +376,7 @@ async def _free_delayed(t: "ThreadState", ptr: int, size: int) -> None:
         queue.append(buf)                   # llist_insert_tail
 
     wr = _wr_idx(t, buf)
-    assert wr < WORK_ITEMS_PER_CHUNK
+    assert wr < WORK_ITEMS_PER_CHUNK, "the tail work chunk is full after a new one was appended"
     goal = await _free_goal(t, size)
     item = buf.addr + CHUNK_ARRAY + wr * WORK_ITEM_SIZE
     t.mem.store_u64(item, ptr, Tag.META)
@@ -605,7 +605,8 @@ class QsbrPageHooks(MiHooks):
     async def page_is_safe_to_free(self, page: "Page") -> bool:
         """`_PyMem_mi_page_is_safe_to_free` (reclaim of an abandoned all-free page): only once
         its goal is reached (the cached `rd_seq`, no scan)."""
-        assert page.used == 0 and not page.qsbr_linked
+        assert page.used == 0 and not page.qsbr_linked, (
+            "a reclaimed page asked about is not all free, or is still on a QSBR page list")
         if page.use_qsbr and page.qsbr_goal != 0:
             t = self._current()
             if t is None or t.qsbr is None:
@@ -618,7 +619,7 @@ class QsbrPageHooks(MiHooks):
         reclaiming thread's list, if it is all free; one with live blocks loses its goal."""
         if page.qsbr_goal != 0:
             if page.used == 0:
-                assert not page.qsbr_linked
+                assert not page.qsbr_linked, "a reclaimed all-free page is still on a QSBR page list"
                 page.retire_expire = 0
                 self._link(self._current(), page)
             else:

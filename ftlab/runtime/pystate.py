@@ -180,7 +180,7 @@ class Runtime:
             if stopped_all:
                 break
             if await stw.stop_event.wait_timed(stw):
-                assert stw.thread_countdown == 0
+                assert stw.thread_countdown == 0, "the stop event was set with threads still to park"
                 break
             await self.head_lock.lock()
         stw.world_stopped = True

@@ -399,7 +399,7 @@ async def reserve(rt: "Runtime", creator: "ThreadState | None") -> int:
         grow_thread_array(shared)
         qsbr = qsbr_allocate(shared)
         await rt.start_the_world(creator)
-    assert qsbr is not None
+    assert qsbr is not None, "no free QSBR slot after growing the thread array"
     index = qsbr.index
     await shared.mutex.unlock()
     return index
@@ -430,7 +430,7 @@ def reserve_and_register_before_run(rt: "Runtime", t: "ThreadState") -> None:
     if qsbr is None:
         grow_thread_array(shared)
         qsbr = qsbr_allocate(shared)
-    assert qsbr is not None
+    assert qsbr is not None, "no free QSBR slot after growing the thread array"
     _link(shared, t, qsbr.index)
 
 
@@ -441,7 +441,7 @@ async def unregister(t: "ThreadState") -> None:
     shared = t.rt.qsbr
     await shared.mutex.lock()
     qsbr = t.qsbr
-    assert qsbr is not None
+    assert qsbr is not None, f"{t.name} unregisters from QSBR without a slot"
     assert qsbr.peek_seq() == QSBR_OFFLINE, "thread state must be detached"
     assert qsbr.allocated and qsbr.tstate is t, "unregistering a slot the thread does not own"
     t.qsbr = None

@@ -132,8 +132,8 @@ _BIN_BLOCK_SIZE: tuple[int, ...] = tuple(
 
 MI_HUGE_QUEUE_BLOCK_SIZE = _BIN_BLOCK_SIZE[MI_BIN_HUGE]  # 131080: `mi_page_queue_is_huge`
 MI_FULL_QUEUE_BLOCK_SIZE = _BIN_BLOCK_SIZE[MI_BIN_FULL]  # 131088: `mi_page_queue_is_full`
-assert MI_HUGE_QUEUE_BLOCK_SIZE == MI_MEDIUM_OBJ_SIZE_MAX + MI_INTPTR_SIZE
-assert MI_FULL_QUEUE_BLOCK_SIZE == MI_MEDIUM_OBJ_SIZE_MAX + 2 * MI_INTPTR_SIZE
+assert MI_HUGE_QUEUE_BLOCK_SIZE == MI_MEDIUM_OBJ_SIZE_MAX + MI_INTPTR_SIZE, "huge queue block size"
+assert MI_FULL_QUEUE_BLOCK_SIZE == MI_MEDIUM_OBJ_SIZE_MAX + 2 * MI_INTPTR_SIZE, "full queue block size"
 
 
 def bin_size(bin_: int) -> int:

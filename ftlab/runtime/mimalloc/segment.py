@@ -979,7 +979,7 @@ async def segments_page_alloc(heap: "Heap", required: int, block_size: int,
 async def segment_huge_page_alloc(heap: "Heap", size: int, tld: SegmentsTld) -> Page:
     """`mi_segment_huge_page_alloc`: a segment of its own, one page of all its slices."""
     segment, page = await segment_alloc(heap.mi, size, tld)
-    assert page is not None
+    assert page is not None, "a huge segment was allocated without its page"
     _start, psize = segment_page_start(segment, page)
     page.xblock_size = MI_HUGE_BLOCK_SIZE if psize > MI_HUGE_BLOCK_SIZE else psize
     return page

@@ -534,7 +534,7 @@ class SegmentsTld:
         # The bounds of MI_SEGMENT_SPAN_QUEUES_EMPTY (init.c): bin b holds spans up to these.
         bounds = (1, 1, 2, 3, 4, 5, 6, 7, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96,
                   112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
-        assert len(bounds) == MI_SEGMENT_BIN_MAX + 1
+        assert len(bounds) == MI_SEGMENT_BIN_MAX + 1, "one span-queue bound per segment bin"
         self.spans = [SpanQueue(n) for n in bounds]
         self.count = 0
         self.peak_count = 0
