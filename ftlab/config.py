@@ -34,6 +34,9 @@ MUTATIONS: dict[str, str] = {
     "gc-tid-not-restored": "the GC leaves gc_refs in ob_tid of reachable objects (not restored)",
     "gc-skips-abandoned": "gc_visit_heaps misses the abandoned pool (dead threads' objects)",
     "gc-count-lost": "record_deallocation resets its buffer without adding it to the count",
+    # thread lifecycle and batched waits (ftlab/runtime/waits.py)
+    "batched-wait-unjoined-helpers": "BatchedWaitForMultipleObjects frees its batch records "
+                                     "without waiting for every helper thread to exit",
 }
 
 

@@ -44,9 +44,10 @@ class UnknownName(KeyError):
 def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import engine, list_resize, mimalloc_stress, refcount
     from ftlab.scenarios import gc  # the free-threaded GC
+    from ftlab.scenarios import lifecycle  # thread lifecycle, batched waits
 
     scenarios: dict[str, Scenario] = {}
-    for module in (engine, refcount, mimalloc_stress, list_resize, gc):
+    for module in (engine, refcount, mimalloc_stress, list_resize, gc, lifecycle):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios

@@ -1,0 +1,99 @@
+"""Thread lifecycle scenarios: batched waits on many handles.
+
+- `batched-wait`: a waiter uses `_winapi.BatchedWaitForMultipleObjects` on 64 manual-reset
+  events (two batches: 63 + 1, so two helper threads per wait-any) while two signallers set
+  three of them (two in the first batch, one in the second). The waiter first waits for any
+  with a finite timeout (it may time out: a scheduling decision), then for any with no timeout,
+  then for all three targets, then collects them with repeated wait-any calls, resetting each
+  reported event, as `Lib/test/test_winapi.py` does. Checked: every reported index is
+  signalled, at most one per batch, in batch order, and the collection ends in at most three
+  calls. The helpers are model threads: a lost wake-up is a deadlock. Mutation
+  `batched-wait-unjoined-helpers`: the caller frees the batch records without waiting for every
+  helper, so a helper stores its result into a freed record (use-after-free).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ftlab.runtime.waits import BATCH_SIZE, WaitEvent, batched_wait
+from ftlab.scenarios import Scenario
+from ftlab.sim.violation import ViolationError
+
+_NHANDLES = 64
+_TARGETS = (3, 40, 63)
+
+
+@dataclass
+class _Handles:
+    events: list[WaitEvent]
+
+
+def _batched_setup(rt) -> None:
+    rt.shared = _Handles([WaitEvent(rt.machine, f"ev{i}") for i in range(_NHANDLES)])
+
+
+def _check_report(events: list[WaitEvent], got: list[int]) -> None:
+    batches = [i // BATCH_SIZE for i in got]
+    if batches != sorted(set(batches)):
+        raise ViolationError("check", f"batched wait reported {got}: not at most one index per "
+                                      "batch in batch order")
+    for i in got:
+        if not events[i].signalled():
+            raise ViolationError("check", f"batched wait reported handle {i}, which is not "
+                                          "signalled")
+
+
+async def _waiter(t) -> None:
+    vt = t.vt
+    events = t.shared.events
+    mut = t.rt.config.mutations
+    try:
+        got = await batched_wait(vt, events, False, 10, mutations=mut)
+        if not got:
+            raise ViolationError("check", "a wait-any that did not time out reported nothing")
+        _check_report(events, got)
+    except TimeoutError:
+        pass
+    got = await batched_wait(vt, events, False, mutations=mut)
+    if not got:
+        raise ViolationError("check", "a wait-any with no timeout returned nothing")
+    _check_report(events, got)
+    targets = [events[i] for i in _TARGETS]
+    if await batched_wait(vt, targets, True, mutations=mut) is not None:
+        raise ViolationError("check", "a successful wait-all did not return None")
+    collected: set[int] = set()
+    for _ in range(len(_TARGETS)):
+        got = await batched_wait(vt, events, False, mutations=mut)
+        _check_report(events, got)
+        collected.update(got)
+        for i in got:
+            await events[i].reset()
+        if collected == set(_TARGETS):
+            return
+    raise ViolationError("check", f"collected only {sorted(collected)} of {list(_TARGETS)} "
+                                  "in three wait-any calls")
+
+
+async def _signal_first(t) -> None:
+    await t.shared.events[_TARGETS[0]].set()
+
+
+async def _signal_rest(t) -> None:
+    for i in _TARGETS[1:]:
+        await t.shared.events[i].set()
+
+
+BATCHED_WAIT = Scenario(
+    name="batched-wait",
+    description="BatchedWaitForMultipleObjects on 64 events (two helper threads) while two "
+                "threads signal three of them",
+    threads=(("waiter", _waiter), ("sig0", _signal_first), ("sig1", _signal_rest)),
+    setup=_batched_setup,
+    mutations={"batched-wait-unjoined-helpers": ("use-after-free",)},
+    dfs_bound=1,
+    pct_steps=80,
+    interpreter=False,
+)
+
+SCENARIOS = (BATCHED_WAIT,)
