@@ -37,6 +37,8 @@ MUTATIONS: dict[str, str] = {
     # thread lifecycle and batched waits (ftlab/runtime/waits.py)
     "batched-wait-unjoined-helpers": "BatchedWaitForMultipleObjects frees its batch records "
                                      "without waiting for every helper thread to exit",
+    "batched-wait-no-cancel": "BatchedWaitForMultipleObjects never sets its cancel event once a "
+                              "handle fires: helpers of other batches never return",
 }
 
 

@@ -254,14 +254,28 @@ class _Batch:
         self.result = WAIT_TIMEOUT
         self.freed = False
 
-    def store_result(self, who: "VThread", value: int) -> None:
+    def _check_live(self, who: "VThread", access: str) -> None:
         if self.freed:
             raise ViolationError(
                 "use-after-free",
-                f"{who.label} stores its wait result into the record of batch "
-                f"{self.handle_base // BATCH_SIZE}, which the caller already freed "
-                "(the helper outlived BatchedWaitForMultipleObjects)")
+                f"{who.label} {access} the record of batch {self.handle_base // BATCH_SIZE}, "
+                "which the caller already freed (the helper outlived "
+                "BatchedWaitForMultipleObjects)")
+
+    def store_result(self, who: "VThread", value: int) -> None:
+        self._check_live(who, "stores its wait result into")
         self.result = value
+
+    def load_cancel_event(self, who: "VThread") -> "WaitEvent":
+        """`data->cancel_event`, read by the helper for its `SetEvent` after its wait: every
+        helper step after its wait touches the record, so a helper still running when the
+        caller frees the records is caught whatever it does next."""
+        self._check_live(who, "reads the cancel event from")
+        cancel = self.handles[-1]
+        if not isinstance(cancel, WaitEvent):
+            raise ViolationError("crash", "the last slot of a wait-any batch is not the cancel "
+                                          "event")
+        return cancel
 
 
 def _is_sequence(obj: Any) -> bool:
@@ -273,21 +287,24 @@ def _check_signals_default() -> None:
     raise KeyboardInterrupt
 
 
-async def _batched_wait_thread(vt: "VThread", batch: _Batch) -> int:
+async def _batched_wait_thread(vt: "VThread", batch: _Batch,
+                               mutations: frozenset[str] = frozenset()) -> int:
     """The helper (`_batched_WaitForMultipleObjects_thread`): wait on the batch and the cancel
-    event, record the result, and wake the others through the cancel event."""
-    cancel = batch.handles[-1]
-    assert isinstance(cancel, WaitEvent), "the last slot of a wait-any batch is the cancel event"
+    event, record the result, and wake the others through the cancel event.
+    Mutation `batched-wait-no-cancel`: a helper woken by a real handle does not set the cancel
+    event (nor does the caller, see `_wait_any`)."""
     result, error = await wait_for_multiple_objects(vt, batch.handles, False, INFINITE)
     batch.store_result(vt, result)
     if result == WAIT_FAILED:
-        await cancel.set()
+        await batch.load_cancel_event(vt).set()
         return error
     if WAIT_ABANDONED_0 <= result < WAIT_ABANDONED_0 + MAXIMUM_WAIT_OBJECTS:
         batch.store_result(vt, WAIT_FAILED)
-        await cancel.set()
+        await batch.load_cancel_event(vt).set()
         return WAIT_ABANDONED_0
-    await cancel.set()
+    cancel = batch.load_cancel_event(vt)
+    if "batched-wait-no-cancel" not in mutations:
+        await cancel.set()
     return 0
 
 
@@ -303,7 +320,10 @@ async def batched_wait(t: "VThread", handle_seq: Any, wait_all: Any,
     it only there); `check_signals` is `PyErr_CheckSignals` (by default the SIGINT handler
     raises KeyboardInterrupt; one that returns makes Ctrl-C an InterruptedError).
     Mutation `batched-wait-unjoined-helpers`: the caller does not wait for every helper to
-    exit before it frees the batch records."""
+    exit before it frees the batch records. Mutation `batched-wait-no-cancel`: the cancel event
+    is never set once a handle fires (neither by that batch's helper nor by the caller before
+    it joins), so a helper whose batch has nothing signalled never returns and the join
+    deadlocks."""
     # Argument conversion (Argument Clinic): BOOL is a C int; DWORD uses format 'k', which
     # takes any int and keeps its low 32 bits (no overflow check).
     wait_all = bool(operator.index(wait_all))
@@ -367,7 +387,8 @@ async def _wait_any(t: "VThread", handles: list[Waitable], milliseconds: int,
     # Created suspended, then resumed: in the model a helper starts when it is spawned, which
     # is after its record is complete, as resuming is in C.
     for i, b in enumerate(batches):
-        b.thread = await t.spawn(_batched_wait_thread, b, name=f"batch-wait-{i}")
+        b.thread = await t.spawn(_batched_wait_thread, b, mutations,
+                                   name=f"batch-wait-{i}")
     waits: list[Waitable] = [ThreadHandle(b.thread) for b in batches if b.thread is not None]
     if sigint is not None:
         waits.append(sigint)
@@ -380,7 +401,8 @@ async def _wait_any(t: "VThread", handles: list[Waitable], milliseconds: int,
     elif r == WAIT_FAILED:
         error = err
     # Whatever happened: cancel every helper and wait for all of them, so none outlives us.
-    await cancel.set()
+    if "batched-wait-no-cancel" not in mutations:
+        await cancel.set()
     if "batched-wait-unjoined-helpers" not in mutations:
         r2, _ = await wait_for_multiple_objects(t, waits[:len(batches)], True, INFINITE)
         if r2 != WAIT_OBJECT_0:

@@ -9,7 +9,10 @@
   signalled, at most one per batch, in batch order, and the collection ends in at most three
   calls. The helpers are model threads: a lost wake-up is a deadlock. Mutation
   `batched-wait-unjoined-helpers`: the caller frees the batch records without waiting for every
-  helper, so a helper stores its result into a freed record (use-after-free).
+  helper, so a helper stores its result into a freed record (use-after-free). Mutation
+  `batched-wait-no-cancel`: the cancel event is never set, so once a collecting wait-any is
+  satisfied by one batch, the helper of a batch with nothing signalled waits forever and the
+  caller's join of every helper deadlocks.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ BATCHED_WAIT = Scenario(
                 "threads signal three of them",
     threads=(("waiter", _waiter), ("sig0", _signal_first), ("sig1", _signal_rest)),
     setup=_batched_setup,
-    mutations={"batched-wait-unjoined-helpers": ("use-after-free",)},
+    mutations={"batched-wait-unjoined-helpers": ("use-after-free",),
+               "batched-wait-no-cancel": ("deadlock",)},
     dfs_bound=1,
     pct_steps=80,
     interpreter=False,

@@ -71,3 +71,34 @@ def test_getters_and_phase_order():
         f.advance(Phase.RUNNING)
     with pytest.raises(ValueError, match="unknown operation"):
         f.check("spawn")
+
+
+@pytest.mark.parametrize("version", ["3.13.0", "3.14"])
+def test_runtime_spawn_raises_once_finalizing(version):
+    """`ThreadState.spawn` (do_start_joinable_thread) checks the interpreter flag before it
+    creates the thread state; `Runtime.finalizing` reads the same state."""
+    from ftlab import Config, Runtime
+    rt = Runtime(Config(version=version))
+    out = {}
+
+    async def child(t):
+        out["child"] = True
+
+    async def main(t):
+        w = await t.spawn(child, name="child")      # running: allowed
+        await t.join(w)
+        for phase in (Phase.WAIT_FOR_THREADS, Phase.ATEXIT):
+            rt.lifecycle.advance(phase)
+        w = await t.spawn(child, name="child2")     # atexit may still start threads
+        await t.join(w)
+        rt.lifecycle.advance(Phase.FINALIZING, t)
+        assert rt.finalizing
+        try:
+            await t.spawn(child, name="late")
+        except PythonFinalizationError as e:
+            out["error"] = str(e)
+        rt.lifecycle = Finalization(version)        # let the thread exit normally
+
+    rt.run_main(main)
+    assert out == {"child": True, "error": "can't create new thread at interpreter shutdown"}
+    assert [u.name for u in rt.machine.threads] == ["main", "child", "child2"]
