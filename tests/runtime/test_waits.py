@@ -227,3 +227,28 @@ def test_scenario_clean_and_mutation_found():
                  strategy=Random(seed=seed)).violations for seed in range(20)]
     kinds = {v.kind for vs in found for v in vs}
     assert kinds == {"use-after-free"}
+
+
+def test_no_cancel_mutation_is_a_deadlock_and_quiet_unmutated():
+    """Without the cancel event, the helper of a batch with nothing signalled never returns:
+    the caller's join of every helper is a deadlock the machine reports."""
+    from ftlab import run
+    from ftlab.scenarios import get
+    s = get("batched-wait")
+    mut = Config(mutations=frozenset({"batched-wait-no-cancel"}))
+    kinds = {v.kind for seed in range(10)
+             for v in run(s, config=mut, strategy=Random(seed=seed)).violations}
+    assert kinds == {"deadlock"}
+
+
+def test_no_cancel_direct_wait_any_deadlocks():
+    m = Machine(max_steps=10_000)
+    evs = [WaitEvent(m, f"e{i}") for i in range(64)]
+    evs[0].flag = True      # batch 0 fires; batch 1 (handle 63) never does
+
+    async def main(vt):
+        await batched_wait(vt, evs, False, mutations=frozenset({"batched-wait-no-cancel"}))
+
+    m.spawn(main, name="main")
+    m.run(RoundRobin(1).execution(0))
+    assert m.violation is not None and m.violation.kind == "deadlock"
