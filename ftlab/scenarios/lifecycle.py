@@ -4,10 +4,12 @@
   events (two batches: 63 + 1, so two helper threads per wait-any) while two signallers set
   three of them (two in the first batch, one in the second). The waiter first waits for any
   with a finite timeout (it may time out: a scheduling decision), then for any with no timeout,
-  then for all three targets, then collects them with repeated wait-any calls, resetting each
-  reported event, as `Lib/test/test_winapi.py` does. Checked: every reported index is
-  signalled, at most one per batch, in batch order, and the collection ends in at most three
-  calls. The helpers are model threads: a lost wake-up is a deadlock. Mutation
+  then for all three targets (a wait-all on 65 handles: the first target and 62 signalled
+  paddings in batch 0, the other two targets in batch 1), then collects them with repeated
+  wait-any calls, resetting each reported event, as `Lib/test/test_winapi.py` does. Checked:
+  every reported index is signalled, at most one per batch, in batch order; a wait-all returns
+  only once all its handles are signalled; the collection ends in at most three calls. The
+  helpers are model threads: a lost wake-up is a deadlock. Mutation
   `batched-wait-unjoined-helpers`: the caller frees the batch records without waiting for every
   helper, so a helper stores its result into a freed record (use-after-free). Mutation
   `batched-wait-no-cancel`: the cancel event is never set, so once a collecting wait-any is
@@ -30,10 +32,15 @@ _TARGETS = (3, 40, 63)
 @dataclass
 class _Handles:
     events: list[WaitEvent]
+    # already-signalled events that pad the wait-all so its targets span two batches
+    padding: list[WaitEvent]
 
 
 def _batched_setup(rt) -> None:
-    rt.shared = _Handles([WaitEvent(rt.machine, f"ev{i}") for i in range(_NHANDLES)])
+    padding = [WaitEvent(rt.machine, f"pad{i}") for i in range(BATCH_SIZE - 1)]
+    for ev in padding:
+        ev.flag = True
+    rt.shared = _Handles([WaitEvent(rt.machine, f"ev{i}") for i in range(_NHANDLES)], padding)
 
 
 def _check_report(events: list[WaitEvent], got: list[int]) -> None:
@@ -62,9 +69,14 @@ async def _waiter(t) -> None:
     if not got:
         raise ViolationError("check", "a wait-any with no timeout returned nothing")
     _check_report(events, got)
+    # Wait-all on 65 handles: batch 0 is the first target and 62 signalled paddings, batch 1
+    # the other two targets, so each batch has something to wait for.
     targets = [events[i] for i in _TARGETS]
-    if await batched_wait(vt, targets, True, mutations=mut) is not None:
+    if await batched_wait(vt, targets[:1] + t.shared.padding + targets[1:], True,
+                          mutations=mut) is not None:
         raise ViolationError("check", "a successful wait-all did not return None")
+    if not all(ev.signalled() for ev in targets):
+        raise ViolationError("check", "a wait-all returned before every handle was signalled")
     collected: set[int] = set()
     for _ in range(len(_TARGETS)):
         got = await batched_wait(vt, events, False, mutations=mut)
