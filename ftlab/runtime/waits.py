@@ -40,6 +40,7 @@ import operator
 import types
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from ftlab.runtime.pystate import ThreadState
 from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
@@ -308,13 +309,16 @@ async def _batched_wait_thread(vt: "VThread", batch: _Batch,
     return 0
 
 
-async def batched_wait(t: "VThread", handle_seq: Any, wait_all: Any,
+async def batched_wait(t: "VThread | ThreadState", handle_seq: Any, wait_all: Any,
                        milliseconds: Any = INFINITE, *,
                        sigint: WaitEvent | None = None,
                        check_signals: Callable[[], None] = _check_signals_default,
                        mutations: frozenset[str] = frozenset()) -> list[int] | None:
     """`_winapi.BatchedWaitForMultipleObjects(handle_seq, wait_all, milliseconds=INFINITE)`
-    called by model thread `t`.
+    called by `t`: a bare model thread, or a Python thread's `ThreadState`, which detaches
+    for the whole wait (`Py_BEGIN_ALLOW_THREADS` around the batches, or around starting,
+    waiting for and joining the helpers) and attaches again before it raises or returns, so
+    a stop-the-world never waits for a thread blocked here.
 
     `sigint` is `_PyOS_SigintEvent()`, passed only when `t` is the main thread (the C code uses
     it only there); `check_signals` is `PyErr_CheckSignals` (by default the SIGINT handler
@@ -343,9 +347,27 @@ async def batched_wait(t: "VThread", handle_seq: Any, wait_all: Any,
         handles.append(h)
     if nhandles == 0:
         return None if wait_all else []
-    if wait_all:
-        return await _wait_all(t, handles, milliseconds, sigint, check_signals)
-    return await _wait_any(t, handles, milliseconds, sigint, check_signals, mutations)
+    ts = t if isinstance(t, ThreadState) else None
+    vt = ts.vt if ts is not None else t
+    detached = ts is not None and ts.attached
+    if detached:
+        await ts.detach()
+    # The C code builds the exception after Py_END_ALLOW_THREADS: keep it until attached.
+    error: BaseException | None = None
+    result: list[int] | None = None
+    try:
+        if wait_all:
+            result = await _wait_all(vt, handles, milliseconds, sigint, check_signals)
+        else:
+            result = await _wait_any(vt, handles, milliseconds, sigint, check_signals,
+                                     mutations)
+    except (OSError, SystemError, KeyboardInterrupt) as e:
+        error = e
+    if detached:
+        await ts.attach()
+    if error is not None:
+        raise error
+    return result
 
 
 def _ctrl_c(check_signals: Callable[[], None]) -> InterruptedError:

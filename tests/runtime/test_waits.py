@@ -252,3 +252,44 @@ def test_no_cancel_direct_wait_any_deadlocks():
     m.spawn(main, name="main")
     m.run(RoundRobin(1).execution(0))
     assert m.violation is not None and m.violation.kind == "deadlock"
+
+
+# --- a Python thread's wait detaches ----------------------------------------------------------
+
+def _detaching_program(rt):
+    """`waiter` (a Python thread) waits for any of 70 events; `stopper` stops the world and,
+    once it has restarted it, sets one event. The waiter must be detached while it blocks, or
+    the stop-the-world waits for it forever."""
+    from ftlab.runtime.waits import WaitEvent as WE
+    evs = [WE(rt.machine, f"e{i}") for i in range(70)]
+    seen = {}
+
+    async def waiter(t):
+        seen["result"] = await batched_wait(t, evs, False)
+        seen["attached after"] = t.attached
+
+    async def stopper(t):
+        await rt.stop_the_world(t)
+        seen["waiter at stop"] = rt.tstates[0].status
+        await rt.start_the_world(t)
+        await evs[66].set()
+
+    rt.start_thread(waiter, name="waiter")
+    rt.start_thread(stopper, name="stopper")
+    return seen
+
+
+def test_a_python_thread_is_detached_while_it_waits():
+    from ftlab.runtime.pystate import Runtime
+    from ftlab.sim import PCT
+    statuses = set()
+    for i in range(40):
+        chooser = Random(5).execution(i) if i % 2 else PCT(5, depth=3, steps=200).execution(i)
+        rt = Runtime(Config())
+        seen = _detaching_program(rt)
+        rt.machine.run(chooser)
+        assert rt.machine.violation is None, rt.machine.violation
+        assert seen["result"] == [66] and seen["attached after"]
+        statuses.add(seen["waiter at stop"])
+    # the world was stopped both before the waiter's first step and during its wait
+    assert "suspended" in statuses
