@@ -39,6 +39,8 @@ MUTATIONS: dict[str, str] = {
                                      "without waiting for every helper thread to exit",
     "batched-wait-no-cancel": "BatchedWaitForMultipleObjects never sets its cancel event once a "
                               "handle fires: helpers of other batches never return",
+    "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
+                             "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
 }
 
 

@@ -327,7 +327,8 @@ async def batched_wait(t: "VThread | ThreadState", handle_seq: Any, wait_all: An
     exit before it frees the batch records. Mutation `batched-wait-no-cancel`: the cancel event
     is never set once a handle fires (neither by that batch's helper nor by the caller before
     it joins), so a helper whose batch has nothing signalled never returns and the join
-    deadlocks."""
+    deadlocks. Mutation `batched-wait-attached`: a Python thread stays attached while it
+    waits, so a stop-the-world requested meanwhile never completes."""
     # Argument conversion (Argument Clinic): BOOL is a C int; DWORD uses format 'k', which
     # takes any int and keeps its low 32 bits (no overflow check).
     wait_all = bool(operator.index(wait_all))
@@ -349,7 +350,7 @@ async def batched_wait(t: "VThread | ThreadState", handle_seq: Any, wait_all: An
         return None if wait_all else []
     ts = t if isinstance(t, ThreadState) else None
     vt = ts.vt if ts is not None else t
-    detached = ts is not None and ts.attached
+    detached = ts is not None and ts.attached and "batched-wait-attached" not in mutations
     if detached:
         await ts.detach()
     # The C code builds the exception after Py_END_ALLOW_THREADS: keep it until attached.

@@ -15,6 +15,11 @@
   `batched-wait-no-cancel`: the cancel event is never set, so once a collecting wait-any is
   satisfied by one batch, the helper of a batch with nothing signalled waits forever and the
   caller's join of every helper deadlocks.
+- `batched-wait-stw`: a Python thread waits for any of the 64 events while another thread
+  stops the world, restarts it and then signals one event (the second batch's). The waiter is
+  detached for the whole wait, so the stop-the-world proceeds. Mutation
+  `batched-wait-attached`: the waiter stays attached, so the requester waits for it while it
+  waits for the requester's signal (deadlock).
 """
 
 from __future__ import annotations
@@ -112,4 +117,32 @@ BATCHED_WAIT = Scenario(
     interpreter=False,
 )
 
-SCENARIOS = (BATCHED_WAIT,)
+
+
+async def _stw_waiter(t) -> None:
+    # A Python thread: it must detach for the wait (Py_BEGIN_ALLOW_THREADS).
+    events = t.shared.events
+    got = await batched_wait(t, events, False, mutations=t.rt.config.mutations)
+    if got != [_TARGETS[-1]]:
+        raise ViolationError("check", f"wait-any reported {got}, not the one signalled handle "
+                                      f"{_TARGETS[-1]}")
+
+
+async def _stw_then_signal(t) -> None:
+    await t.rt.stop_the_world(t)
+    await t.rt.start_the_world(t)
+    await t.shared.events[_TARGETS[-1]].set()
+
+
+BATCHED_WAIT_STW = Scenario(
+    name="batched-wait-stw",
+    description="a Python thread in BatchedWaitForMultipleObjects on 64 events while another "
+                "stops the world, then signals one event",
+    threads=(("waiter", _stw_waiter), ("stopper", _stw_then_signal)),
+    setup=_batched_setup,
+    mutations={"batched-wait-attached": ("deadlock",)},
+    dfs_bound=1,
+    pct_steps=80,
+)
+
+SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW)

@@ -293,3 +293,15 @@ def test_a_python_thread_is_detached_while_it_waits():
         statuses.add(seen["waiter at stop"])
     # the world was stopped both before the waiter's first step and during its wait
     assert "suspended" in statuses
+
+
+def test_stw_scenario_clean_and_attached_mutation_is_a_deadlock():
+    from ftlab import run
+    from ftlab.scenarios import get
+    s = get("batched-wait-stw")
+    for seed in range(10):
+        assert not run(s, config=Config(), strategy=Random(seed=seed)).violations
+    mut = Config(mutations=frozenset({"batched-wait-attached"}))
+    kinds = {v.kind for seed in range(5)
+             for v in run(s, config=mut, strategy=Random(seed=seed)).violations}
+    assert kinds == {"deadlock"}
