@@ -4,17 +4,25 @@ Win32 `WaitForMultipleObjects` takes at most MAXIMUM_WAIT_OBJECTS = 64 handles. 
 wait splits a sequence of up to 63 x 63 = 3969 handles into batches of 63 (one slot of each
 batch is kept for the shared cancel event) and:
 
-- wait-all: waits on each batch in turn with the remaining time, polling the Ctrl-C event
-  between batches. Not atomic across batches: a later batch may time out after an earlier one
-  was satisfied.
+- wait-all: waits on each batch in turn with the remaining time and, on the main thread, polls
+  the Ctrl-C event after each satisfied batch. Not atomic across batches: a later batch may
+  time out after an earlier one was satisfied.
 - wait-any: starts one helper thread per batch, each waiting on its batch plus the cancel event
   (a manual-reset event, initially clear). A helper stores the index its wait returned in its
-  batch record and sets the cancel event, so every other helper wakes too. The caller waits on
-  the helper thread handles (plus the Ctrl-C event on the main thread) with the caller's
-  timeout; then, whatever happened, it sets the cancel event and waits for *every* helper to
-  exit before it reads the results and frees the batch records. The result lists, in batch
-  order, `handle_base + result` of each batch whose helper was woken by a real handle: at most
-  one index per batch, possibly fewer than are signalled.
+  batch record and exits; only a failed wait makes the helper itself set the cancel event. The
+  caller waits on the helper thread handles (plus the Ctrl-C event on the main thread) with the
+  caller's timeout, so the first helper to exit wakes it; then, whatever happened, it sets the
+  cancel event, which wakes every other helper, and waits for *every* helper to exit before it
+  reads the results and frees the batch records. The result lists, in batch order,
+  `handle_base + result` of each batch whose helper was woken by a real handle: at most one
+  index per batch, possibly fewer than are signalled.
+
+As read at python/cpython a7703ea (and unlike the reference note's paraphrase): a helper woken
+by a real handle does not set the cancel event (the caller does), and in wait-any the Ctrl-C
+slot is compared with `WAIT_OBJECT_0 + handle_count` after `handle_count` already counts it, so
+a Ctrl-C there is never reported as an error: the wait ends, the helpers are cancelled, and the
+call returns what the batches recorded (usually `[]`). The model does the same; a Ctrl-C is
+raised by the wait-all path only.
 
 Invariants the model checks: no helper outlives the call (a helper that touches its batch
 record after the caller freed it is a use-after-free, the C consequence), and no wait is lost
@@ -57,7 +65,6 @@ WAIT_TIMEOUT = 0x102
 WAIT_FAILED = 0xFFFFFFFF
 ERROR_INVALID_HANDLE = 6
 ERROR_WAIT_TIMEOUT = 258  # winerror of WAIT_TIMEOUT, mapped to TimeoutError
-ERROR_CONTROL_C_EXIT = 0xC000013A
 
 
 def _winerror(code: int, message: str) -> OSError:
@@ -267,10 +274,15 @@ class _Batch:
         self._check_live(who, "stores its wait result into")
         self.result = value
 
+    def load_result(self, who: "VThread") -> int:
+        """`data->result`, read back by the helper: every helper step after its wait touches
+        the record, so a helper still running when the caller frees the records is caught
+        whatever it does next."""
+        self._check_live(who, "reads its wait result from")
+        return self.result
+
     def load_cancel_event(self, who: "VThread") -> "WaitEvent":
-        """`data->cancel_event`, read by the helper for its `SetEvent` after its wait: every
-        helper step after its wait touches the record, so a helper still running when the
-        caller frees the records is caught whatever it does next."""
+        """`data->cancel_event`, read by a helper whose wait failed, for its `SetEvent`."""
         self._check_live(who, "reads the cancel event from")
         cancel = self.handles[-1]
         if not isinstance(cancel, WaitEvent):
@@ -288,14 +300,15 @@ def _check_signals_default() -> None:
     raise KeyboardInterrupt
 
 
-async def _batched_wait_thread(vt: "VThread", batch: _Batch,
-                               mutations: frozenset[str] = frozenset()) -> int:
+async def _batched_wait_thread(vt: "VThread", batch: _Batch) -> int:
     """The helper (`_batched_WaitForMultipleObjects_thread`): wait on the batch and the cancel
-    event, record the result, and wake the others through the cancel event.
-    Mutation `batched-wait-no-cancel`: a helper woken by a real handle does not set the cancel
-    event (nor does the caller, see `_wait_any`)."""
+    event and record the result; a failed wait also sets the cancel event so that the caller
+    and the other helpers stop waiting. A successful one just exits: the caller, woken by this
+    thread's exit, sets the cancel event."""
     result, error = await wait_for_multiple_objects(vt, batch.handles, False, INFINITE)
     batch.store_result(vt, result)
+    # `data->result` is read back from the record for the checks below.
+    result = batch.load_result(vt)
     if result == WAIT_FAILED:
         await batch.load_cancel_event(vt).set()
         return error
@@ -303,9 +316,6 @@ async def _batched_wait_thread(vt: "VThread", batch: _Batch,
         batch.store_result(vt, WAIT_FAILED)
         await batch.load_cancel_event(vt).set()
         return WAIT_ABANDONED_0
-    cancel = batch.load_cancel_event(vt)
-    if "batched-wait-no-cancel" not in mutations:
-        await cancel.set()
     return 0
 
 
@@ -324,11 +334,10 @@ async def batched_wait(t: "VThread | ThreadState", handle_seq: Any, wait_all: An
     it only there); `check_signals` is `PyErr_CheckSignals` (by default the SIGINT handler
     raises KeyboardInterrupt; one that returns makes Ctrl-C an InterruptedError).
     Mutation `batched-wait-unjoined-helpers`: the caller does not wait for every helper to
-    exit before it frees the batch records. Mutation `batched-wait-no-cancel`: the cancel event
-    is never set once a handle fires (neither by that batch's helper nor by the caller before
-    it joins), so a helper whose batch has nothing signalled never returns and the join
-    deadlocks. Mutation `batched-wait-attached`: a Python thread stays attached while it
-    waits, so a stop-the-world requested meanwhile never completes."""
+    exit before it frees the batch records. Mutation `batched-wait-no-cancel`: the caller does
+    not set the cancel event once its wait ends, so a helper whose batch has nothing signalled
+    never returns and the join deadlocks. Mutation `batched-wait-attached`: a Python thread
+    stays attached while it waits, so a stop-the-world requested meanwhile never completes."""
     # Argument conversion (Argument Clinic): BOOL is a C int; DWORD uses format 'k', which
     # takes any int and keeps its low 32 bits (no overflow check).
     wait_all = bool(operator.index(wait_all))
@@ -360,8 +369,7 @@ async def batched_wait(t: "VThread | ThreadState", handle_seq: Any, wait_all: An
         if wait_all:
             result = await _wait_all(vt, handles, milliseconds, sigint, check_signals)
         else:
-            result = await _wait_any(vt, handles, milliseconds, sigint, check_signals,
-                                     mutations)
+            result = await _wait_any(vt, handles, milliseconds, sigint, mutations)
     except (OSError, SystemError, KeyboardInterrupt) as e:
         error = e
     if detached:
@@ -372,6 +380,7 @@ async def batched_wait(t: "VThread | ThreadState", handle_seq: Any, wait_all: An
 
 
 def _ctrl_c(check_signals: Callable[[], None]) -> InterruptedError:
+    """The wait-all path's Ctrl-C (`err == ERROR_CONTROL_C_EXIT`)."""
     # errno = EINTR; PyErr_SetFromErrno runs PyErr_CheckSignals first, whose exception wins.
     import errno
     check_signals()
@@ -381,10 +390,6 @@ def _ctrl_c(check_signals: Callable[[], None]) -> InterruptedError:
 async def _wait_all(t: "VThread", handles: list[Waitable], milliseconds: int,
                     sigint: WaitEvent | None, check_signals: Callable[[], None]) -> None:
     for base in range(0, len(handles), BATCH_SIZE):
-        if base and sigint is not None:
-            r, _ = await wait_for_multiple_objects(t, [sigint], False, 0)
-            if r == WAIT_OBJECT_0:
-                raise _ctrl_c(check_signals)
         # The deadline is shared by the batches; with model time it is one scheduling
         # decision per batch (any batch may be the one that times out).
         r, err = await wait_for_multiple_objects(t, handles[base:base + BATCH_SIZE], True,
@@ -393,34 +398,39 @@ async def _wait_all(t: "VThread", handles: list[Waitable], milliseconds: int,
             raise _winerror(ERROR_WAIT_TIMEOUT, "The wait operation timed out")
         if r == WAIT_FAILED:
             raise _winerror(err, "The handle is invalid")
+        # After every satisfied batch, the last one included.
+        if sigint is not None:
+            r, _ = await wait_for_multiple_objects(t, [sigint], False, 0)
+            if r == WAIT_OBJECT_0:
+                raise _ctrl_c(check_signals)
     return None
 
 
 async def _wait_any(t: "VThread", handles: list[Waitable], milliseconds: int,
-                    sigint: WaitEvent | None, check_signals: Callable[[], None],
+                    sigint: WaitEvent | None,
                     mutations: frozenset[str]) -> list[int]:
     m = t.machine
     cancel = WaitEvent(m, "batched-wait cancel")
     batches: list[_Batch] = []
     for base in range(0, len(handles), BATCH_SIZE):
-        chunk = handles[base:base + BATCH_SIZE]
-        if len(chunk) > MAXIMUM_WAIT_OBJECTS - 1:
-            raise SystemError("allocated too many wait objects")
-        batches.append(_Batch(chunk + [cancel], base))
+        batches.append(_Batch(handles[base:base + BATCH_SIZE] + [cancel], base))
+    # "basically an assert": unreachable with at most 3969 handles (63 helpers).
+    if len(batches) > MAXIMUM_WAIT_OBJECTS - 1:
+        raise SystemError("allocated too many wait objects")
     # Created suspended, then resumed: in the model a helper starts when it is spawned, which
     # is after its record is complete, as resuming is in C.
     for i, b in enumerate(batches):
-        b.thread = await t.spawn(_batched_wait_thread, b, mutations,
-                                   name=f"batch-wait-{i}")
+        b.thread = await t.spawn(_batched_wait_thread, b, name=f"batch-wait-{i}")
     waits: list[Waitable] = [ThreadHandle(b.thread) for b in batches if b.thread is not None]
     if sigint is not None:
         waits.append(sigint)
     error = 0
     r, err = await wait_for_multiple_objects(t, waits, False, milliseconds)
+    # C compares the result with `WAIT_OBJECT_0 + handle_count` for Ctrl-C after `handle_count`
+    # already counts the sigint slot: it never matches (module docstring), so a Ctrl-C ends
+    # the wait like a helper's exit and is not an error.
     if r == WAIT_TIMEOUT:
         error = ERROR_WAIT_TIMEOUT
-    elif sigint is not None and r == WAIT_OBJECT_0 + len(batches):
-        error = ERROR_CONTROL_C_EXIT
     elif r == WAIT_FAILED:
         error = err
     # Whatever happened: cancel every helper and wait for all of them, so none outlives us.
@@ -440,8 +450,6 @@ async def _wait_any(t: "VThread", handles: list[Waitable], milliseconds: int,
     for b in batches:
         b.freed = True
     cancel.close()
-    if error == ERROR_CONTROL_C_EXIT:
-        raise _ctrl_c(check_signals)
     if error == ERROR_WAIT_TIMEOUT:
         raise _winerror(ERROR_WAIT_TIMEOUT, "The wait operation timed out")
     if error:

@@ -12,7 +12,7 @@
   helpers are model threads: a lost wake-up is a deadlock. Mutation
   `batched-wait-unjoined-helpers`: the caller frees the batch records without waiting for every
   helper, so a helper stores its result into a freed record (use-after-free). Mutation
-  `batched-wait-no-cancel`: the cancel event is never set, so once a collecting wait-any is
+  `batched-wait-no-cancel`: the caller never sets the cancel event, so once a wait-any is
   satisfied by one batch, the helper of a batch with nothing signalled waits forever and the
   caller's join of every helper deadlocks.
 - `batched-wait-stw`: a Python thread waits for any of the 64 events while another thread

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from ftlab.config import Config
@@ -189,29 +191,52 @@ def test_3969_wait_all():
 
 # --- Ctrl-C -----------------------------------------------------------------------------------
 
-def test_ctrl_c_raises_keyboard_interrupt_or_interrupted_error():
-    for handler_raises, want in ((True, KeyboardInterrupt), (False, InterruptedError)):
-        def check_signals(raises=handler_raises):
-            if raises:
-                raise KeyboardInterrupt
+def _ctrl_c_run(n: int, wait_all: bool, check_signals, signalled=()):
+    m = Machine()
+    evs = [WaitEvent(m, f"e{i}") for i in range(n)]
+    for i in signalled:
+        evs[i].flag = True
+    sigint = WaitEvent(m, "sigint")
+    sigint.flag = True
+    out = {}
 
-        m = Machine()
-        evs = [WaitEvent(m, f"e{i}") for i in range(70)]
-        sigint = WaitEvent(m, "sigint")
-        sigint.flag = True
-        out = {}
+    async def main(vt):
+        try:
+            out["r"] = await batched_wait(vt, evs, wait_all, sigint=sigint,
+                                          check_signals=check_signals)
+        except (KeyboardInterrupt, InterruptedError) as e:
+            out["r"] = e
 
-        async def main(vt, evs=evs, sigint=sigint, check_signals=check_signals):
-            try:
-                await batched_wait(vt, evs, False, sigint=sigint, check_signals=check_signals)
-            except (KeyboardInterrupt, InterruptedError) as e:
-                out["e"] = e
+    m.spawn(main, name="main")
+    m.run(RoundRobin(1).execution(0))
+    assert m.violation is None, m.violation
+    assert all(t.state == DONE for t in m.threads), "helpers joined after Ctrl-C"
+    return out["r"]
 
-        m.spawn(main, name="main")
-        m.run(RoundRobin(1).execution(0))
-        assert m.violation is None
-        assert type(out["e"]) is want
-        assert all(t.state == DONE for t in m.threads), "helpers joined after Ctrl-C"
+
+@pytest.mark.parametrize("n", [1, 63, 64, 130])
+def test_ctrl_c_in_wait_all_after_a_batch(n):
+    """Polled after every satisfied batch, the last one included: PyErr_CheckSignals' exception
+    (KeyboardInterrupt by default) wins, else InterruptedError (EINTR)."""
+
+    def raising():
+        raise KeyboardInterrupt
+
+    r = _ctrl_c_run(n, True, raising, signalled=range(n))
+    assert type(r) is KeyboardInterrupt
+    r = _ctrl_c_run(n, True, lambda: None, signalled=range(n))
+    assert type(r) is InterruptedError and r.errno == errno.EINTR
+
+
+def test_ctrl_c_in_wait_any_is_not_an_error_as_in_the_source():
+    """The C compares with `WAIT_OBJECT_0 + handle_count` once `handle_count` counts the sigint
+    slot: a Ctrl-C ends the wait, the helpers are cancelled and joined, and the call returns
+    what the batches recorded."""
+
+    def raising():
+        raise KeyboardInterrupt
+
+    assert _ctrl_c_run(70, False, raising) == []
 
 
 # --- scenario and mutation --------------------------------------------------------------------
