@@ -46,6 +46,13 @@ MUTATIONS: dict[str, str] = {
                              "collecting the frees of other threads",
     "reftotal-untracked-brc": "the total refcount misses the BRC queue's reference and the "
                               "explicit merge's extra (before gh-115184)",
+    # thread lifecycle and batched waits (ftlab/runtime/waits.py)
+    "batched-wait-unjoined-helpers": "BatchedWaitForMultipleObjects frees its batch records "
+                                     "without waiting for every helper thread to exit",
+    "batched-wait-no-cancel": "BatchedWaitForMultipleObjects does not set its cancel event once "
+                              "its wait ends: helpers of other batches never return",
+    "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
+                             "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
 }
 
 

@@ -36,6 +36,7 @@ from ftlab.runtime.mimalloc.alloc import heap_malloc as _mi_heap_malloc
 from ftlab.runtime.mimalloc.free import mi_free as _mi_free
 from ftlab.runtime.mimalloc.types import HeapTag
 from ftlab.runtime.observer import Observer, Observers
+from ftlab.runtime.pylifecycle import Finalization, Phase
 from ftlab.sim.atomics import RELAXED, SEQ_CST
 from ftlab.sim.machine import DONE, Machine, VThread
 from ftlab.sim.memory import OS_PAGE_MASK, OS_PAGE_SIZE, Tag
@@ -55,7 +56,9 @@ class Runtime:
         # The oracles' view of the runtime; a no-op until `add_observer`.
         self.observer: Observer = Observer()
         # Interpreter state of pystate.c, ceval_gil.c and qsbr.c (one interpreter).
-        self.finalizing = False
+        # Finalization phases and the finalizing thread state (pylifecycle.py); `finalizing`
+        # below reads it.
+        self.lifecycle = Finalization(c.version)
         # `interp->threads.head`: the linked thread states, newest first, under `head_lock`.
         self.threads_head: list[ThreadState] = []
         self.head_lock = Mutex(self.machine, "HEAD_LOCK")
@@ -259,6 +262,11 @@ class Runtime:
                            after_all=after_all)
         return ts
 
+    @property
+    def finalizing(self) -> bool:
+        """`_PyInterpreterState_GetFinalizing(interp) != NULL`."""
+        return self.lifecycle.finalizing
+
     def finalize(self) -> None:
         """The part of `Py_FinalizeEx` the model has, once every thread has exited: on the main
         thread, which has joined them all, `_PyMem_FiniDelayed` frees what the delayed-free
@@ -268,8 +276,13 @@ class Runtime:
         assert all(u.state == DONE for u in self.machine.threads), "finalize with threads running"
 
         async def main(t: ThreadState) -> None:
-            self.finalizing = True
+            # Every thread has been joined and there is no atexit callback: straight to the
+            # finalizing thread state, then fini.
+            lc = self.lifecycle
+            for phase in (Phase.WAIT_FOR_THREADS, Phase.ATEXIT, Phase.FINALIZING):
+                lc.advance(phase, t)
             await obmalloc.fini_delayed(t)
+            lc.advance(Phase.FINI)
 
         self.start_thread(main, name="finalize", after_all=True)
         self.machine.run(RoundRobin().execution(0))
@@ -384,7 +397,9 @@ class ThreadState:
                     name: str | None = None) -> "ThreadState":
         """Start a thread running `fn(new_tstate, *args)`: this thread creates the new thread
         state in the interpreter (`new_threadstate`, which may stop the world to grow the QSBR
-        array), then the new thread starts and attaches."""
+        array), then the new thread starts and attaches. Once the interpreter is finalizing
+        this raises PythonFinalizationError (`do_start_joinable_thread`)."""
+        self.rt.lifecycle.check("thread_start")
         ts = ThreadState(self.rt, None)
         await ts.new_threadstate(self)
         return self.rt.start_thread(fn, *args, name=name, parent=self, tstate=ts)

@@ -46,10 +46,11 @@ def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import gc  # the free-threaded GC
     from ftlab.scenarios import critical_section, type_cache     # types
     from ftlab.scenarios import blockcount  # block counting for leak hunts
+    from ftlab.scenarios import lifecycle  # thread lifecycle, batched waits
 
     scenarios: dict[str, Scenario] = {}
     for module in (engine, refcount, mimalloc_stress, list_resize, gc,
-                   critical_section, type_cache, blockcount):
+                   critical_section, type_cache, blockcount, lifecycle):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios

@@ -20,6 +20,7 @@ from ftlab.runtime.obmalloc import (
 )
 from ftlab.runtime.object import PyType
 from ftlab.runtime.observer import Observer
+from ftlab.runtime.pylifecycle import Finalization, Phase
 from ftlab.runtime.pystate import EVAL_EXPLICIT_MERGE_BIT, set_eval_breaker_bit
 from ftlab.sim import RoundRobin
 from ftlab.sim.machine import DONE
@@ -199,6 +200,16 @@ def test_free_delayed_ignores_null():
 # ---------------------------------------------------------------------------------------------
 # Immediate frees
 
+def _enter_finalizing(rt, t) -> None:
+    for phase in (Phase.WAIT_FOR_THREADS, Phase.ATEXIT, Phase.FINALIZING):
+        rt.lifecycle.advance(phase, t)
+
+
+def _leave_finalizing(rt) -> None:
+    """Back to a running interpreter, so the thread's own exit is not a finalizing one."""
+    rt.lifecycle = Finalization(rt.config.version)
+
+
 @pytest.mark.parametrize("why", ["finalizing", "world stopped", "no-free-delayed"])
 def test_free_delayed_frees_at_once(why):
     rt = _runtime(mutations=frozenset({"no-free-delayed"}) if why == "no-free-delayed"
@@ -209,7 +220,7 @@ def test_free_delayed_frees_at_once(why):
     async def main(t):
         p = await t.malloc(64)
         if why == "finalizing":
-            rt.finalizing = True
+            _enter_finalizing(rt, t)
         elif why == "world stopped":
             await rt.stop_the_world(t)
         await t.free_delayed(p, 64)
@@ -217,7 +228,7 @@ def test_free_delayed_frees_at_once(why):
         assert t.mem_free_queue == []
         if why == "world stopped":
             await rt.start_the_world(t)
-        rt.finalizing = False
+        _leave_finalizing(rt)
 
     rt.run_main(main)
     assert rt.stats["delayed_queued"] == 0
@@ -693,9 +704,9 @@ def test_fini_delayed_frees_what_is_left_on_the_interpreter_queue():
         w = await t.spawn(worker, name="worker")
         await t.join(w)                     # the worker's queue is now the interpreter's
         out["left"] = len(rt.obmalloc.interp_queue.head)
-        rt.finalizing = True
+        _enter_finalizing(rt, t)
         await obmalloc.fini_delayed(t)
-        rt.finalizing = False
+        _leave_finalizing(rt)
         out["freed"] = [p for p in out["blocks"] if p in frees.freed]
 
     rt.run_main(main)

@@ -1,0 +1,148 @@
+"""Thread lifecycle scenarios: batched waits on many handles.
+
+- `batched-wait`: a waiter uses `_winapi.BatchedWaitForMultipleObjects` on 64 manual-reset
+  events (two batches: 63 + 1, so two helper threads per wait-any) while two signallers set
+  three of them (two in the first batch, one in the second). The waiter first waits for any
+  with a finite timeout (it may time out: a scheduling decision), then for any with no timeout,
+  then for all three targets (a wait-all on 65 handles: the first target and 62 signalled
+  paddings in batch 0, the other two targets in batch 1), then collects them with repeated
+  wait-any calls, resetting each reported event, as `Lib/test/test_winapi.py` does. Checked:
+  every reported index is signalled, at most one per batch, in batch order; a wait-all returns
+  only once all its handles are signalled; the collection ends in at most three calls. The
+  helpers are model threads: a lost wake-up is a deadlock. Mutation
+  `batched-wait-unjoined-helpers`: the caller frees the batch records without waiting for every
+  helper, so a helper stores its result into a freed record (use-after-free). Mutation
+  `batched-wait-no-cancel`: the caller never sets the cancel event, so once a wait-any is
+  satisfied by one batch, the helper of a batch with nothing signalled waits forever and the
+  caller's join of every helper deadlocks.
+- `batched-wait-stw`: a Python thread waits for any of the 64 events while another thread
+  stops the world, restarts it and then signals one event (the second batch's). The waiter is
+  detached for the whole wait, so the stop-the-world proceeds. Mutation
+  `batched-wait-attached`: the waiter stays attached, so the requester waits for it while it
+  waits for the requester's signal (deadlock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ftlab.runtime.waits import BATCH_SIZE, WaitEvent, batched_wait
+from ftlab.scenarios import Scenario
+from ftlab.sim.violation import ViolationError
+
+_NHANDLES = 64
+_TARGETS = (3, 40, 63)
+
+
+@dataclass
+class _Handles:
+    events: list[WaitEvent]
+    # already-signalled events that pad the wait-all so its targets span two batches
+    padding: list[WaitEvent]
+
+
+def _batched_setup(rt) -> None:
+    padding = [WaitEvent(rt.machine, f"pad{i}") for i in range(BATCH_SIZE - 1)]
+    for ev in padding:
+        ev.flag = True
+    rt.shared = _Handles([WaitEvent(rt.machine, f"ev{i}") for i in range(_NHANDLES)], padding)
+
+
+def _check_report(events: list[WaitEvent], got: list[int]) -> None:
+    batches = [i // BATCH_SIZE for i in got]
+    if batches != sorted(set(batches)):
+        raise ViolationError("check", f"batched wait reported {got}: not at most one index per "
+                                      "batch in batch order")
+    for i in got:
+        if not events[i].signalled():
+            raise ViolationError("check", f"batched wait reported handle {i}, which is not "
+                                          "signalled")
+
+
+async def _waiter(t) -> None:
+    vt = t.vt
+    events = t.shared.events
+    mut = t.rt.config.mutations
+    try:
+        got = await batched_wait(vt, events, False, 10, mutations=mut)
+        if not got:
+            raise ViolationError("check", "a wait-any that did not time out reported nothing")
+        _check_report(events, got)
+    except TimeoutError:
+        pass
+    got = await batched_wait(vt, events, False, mutations=mut)
+    if not got:
+        raise ViolationError("check", "a wait-any with no timeout returned nothing")
+    _check_report(events, got)
+    # Wait-all on 65 handles: batch 0 is the first target and 62 signalled paddings, batch 1
+    # the other two targets, so each batch has something to wait for.
+    targets = [events[i] for i in _TARGETS]
+    if await batched_wait(vt, targets[:1] + t.shared.padding + targets[1:], True,
+                          mutations=mut) is not None:
+        raise ViolationError("check", "a successful wait-all did not return None")
+    if not all(ev.signalled() for ev in targets):
+        raise ViolationError("check", "a wait-all returned before every handle was signalled")
+    collected: set[int] = set()
+    for _ in range(len(_TARGETS)):
+        got = await batched_wait(vt, events, False, mutations=mut)
+        _check_report(events, got)
+        collected.update(got)
+        for i in got:
+            await events[i].reset()
+        if collected == set(_TARGETS):
+            return
+    raise ViolationError("check", f"collected only {sorted(collected)} of {list(_TARGETS)} "
+                                  "in three wait-any calls")
+
+
+async def _signal_first(t) -> None:
+    await t.shared.events[_TARGETS[0]].set()
+
+
+async def _signal_rest(t) -> None:
+    for i in _TARGETS[1:]:
+        await t.shared.events[i].set()
+
+
+BATCHED_WAIT = Scenario(
+    name="batched-wait",
+    description="BatchedWaitForMultipleObjects on 64 events (two helper threads) while two "
+                "threads signal three of them",
+    threads=(("waiter", _waiter), ("sig0", _signal_first), ("sig1", _signal_rest)),
+    setup=_batched_setup,
+    mutations={"batched-wait-unjoined-helpers": ("use-after-free",),
+               "batched-wait-no-cancel": ("deadlock",)},
+    dfs_bound=1,
+    pct_steps=80,
+    interpreter=False,
+)
+
+
+
+async def _stw_waiter(t) -> None:
+    # A Python thread: it must detach for the wait (Py_BEGIN_ALLOW_THREADS).
+    events = t.shared.events
+    got = await batched_wait(t, events, False, mutations=t.rt.config.mutations)
+    if got != [_TARGETS[-1]]:
+        raise ViolationError("check", f"wait-any reported {got}, not the one signalled handle "
+                                      f"{_TARGETS[-1]}")
+
+
+async def _stw_then_signal(t) -> None:
+    await t.rt.stop_the_world(t)
+    await t.rt.start_the_world(t)
+    await t.shared.events[_TARGETS[-1]].set()
+
+
+BATCHED_WAIT_STW = Scenario(
+    name="batched-wait-stw",
+    description="a Python thread in BatchedWaitForMultipleObjects on 64 events while another "
+                "stops the world, then signals one event",
+    threads=(("waiter", _stw_waiter), ("stopper", _stw_then_signal)),
+    setup=_batched_setup,
+    mutations={"batched-wait-attached": ("deadlock",)},
+    dfs_bound=1,
+    pct_steps=80,
+)
+
+SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW)
