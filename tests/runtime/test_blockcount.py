@@ -7,6 +7,7 @@ import pytest
 
 from ftlab import Config
 from ftlab.runtime import Runtime
+from ftlab.runtime.pylifecycle import Phase
 from ftlab.runtime.mimalloc.types import HeapTag
 from ftlab.runtime.observer import Observer
 
@@ -79,9 +80,9 @@ def test_while_finalizing_the_count_does_not_stop_the_world():
 
     async def main(t):
         p = await t.malloc(32)
-        rt.finalizing = True
+        for phase in (Phase.WAIT_FOR_THREADS, Phase.ATEXIT, Phase.FINALIZING):
+            rt.lifecycle.advance(phase, t)      # Py_FinalizeEx: `t` is the finalizing thread
         n = await t.get_allocated_blocks()
-        rt.finalizing = False
         await t.free(p)
         return n
 
