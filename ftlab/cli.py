@@ -554,8 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("coverage", help="line/branch coverage of ftlab/runtime/ by the catalog; "
                                         "functions unreached or reached only single-threaded")
     s.add_argument("scenario", nargs="*", metavar="SCENARIO", help="default: all of the catalog")
-    s.add_argument("--schedules", type=_count("--schedules", 1, 1000), default=3,
-                   help="Random and PCT schedules per scenario and version (default 3 each)")
+    s.add_argument("--schedules", type=_count("--schedules", 1, 1000), default=20,
+                   help="Random schedules per scenario and version, seeds 0..N-1 (default 20), "
+                        "and max(1, N // 4) PCT schedules")
     s.add_argument("--version", action="append", choices=VERSIONS,
                    help="only this version (repeatable; default: every version)")
     s.add_argument("--all", action="store_true",

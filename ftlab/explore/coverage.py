@@ -1,7 +1,8 @@
 """Coverage of the modelled runtime by the scenario catalog, as a measured property.
 
 Every catalog scenario runs unmutated, for each `Config.version`, under a small fixed set of
-schedules (Random seeds 0..n-1 and PCT seeds 0..n-1, so the measurement is deterministic) with
+schedules (Random seeds 0..n-1 and PCT seeds 0..max(1, n // 4)-1, so the measurement is
+deterministic; n = 20 by default) with
 coverage.py measuring line and branch coverage of `ftlab/runtime/`. Beside it, a profile hook
 records, for every runtime function, whether it ever executed while at least two model threads
 were alive.
@@ -16,7 +17,7 @@ Definitions (the report prints them):
   finalization (all threads done; one finalizing thread) are single-threaded by this definition,
   as they are in CPython.
 - A function is *safety-relevant* when its name says it frees, reuses, merges, advances or polls
-  QSBR, abandons or reclaims memory (`SAFETY_RE`): a mistake in one of those is a memory-safety
+  QSBR, abandons, reclaims, collects or processes memory (`SAFETY_RE`): a mistake in one of those is a memory-safety
   bug, so each must be reached by a multi-threaded scenario.
 """
 
@@ -37,14 +38,19 @@ RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 MACHINE_FILE = str(Path(__file__).resolve().parent.parent / "sim" / "machine.py")
 
 SAFETY_RE = re.compile(
-    r"free|reuse|merge|advance|poll|quiescent|abandon|reclaim|retire|collect|delayed|"
+    r"free|reuse|merge|advance|poll|quiescent|abandon|reclaim|retire|collect|process|delayed|"
     r"decommit|dealloc|reset|goal", re.IGNORECASE)
 
 # Not measured: the Observer interface's no-op defaults (the oracles' overrides in ftlab/check/
 # are what runs; the runtime only calls them).
 EXCLUDED = ("observer.py",)
 
-DEFAULT_SCHEDULES = 3   # per strategy (Random, PCT), per scenario and version
+DEFAULT_SCHEDULES = 20  # Random schedules per scenario and version (and a quarter as many PCT)
+
+
+def pct_schedules(schedules: int) -> int:
+    """PCT schedules beside `schedules` Random ones: a quarter, at least one."""
+    return max(1, schedules // 4)
 
 
 @dataclass(frozen=True, order=True)
@@ -201,7 +207,7 @@ def measure(scenarios: Iterable[Scenario], *, schedules: int = DEFAULT_SCHEDULES
             for s in scenarios:
                 config = Config(version=version)
                 for strategy in [Random(seed=i) for i in range(schedules)] + \
-                        [PCT(seed=i, steps=s.pct_steps) for i in range(schedules)]:
+                        [PCT(seed=i, steps=s.pct_steps) for i in range(pct_schedules(schedules))]:
                     execute(s, config, strategy.execution(0))
                     runs += 1
     finally:
