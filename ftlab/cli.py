@@ -461,6 +461,18 @@ def cmd_bench(args) -> int:
 # ---------------------------------------------------------------------------------------------
 # The parser
 
+# --- coverage (issue 12): the catalog's coverage of ftlab/runtime/ ---------------------------
+
+def cmd_coverage(args) -> int:
+    from ftlab.explore.coverage import measure
+
+    scenarios = [get(n) for n in args.scenario] if args.scenario else list(catalog().values())
+    versions = args.version or list(VERSIONS)
+    report = measure(scenarios, schedules=args.schedules, versions=versions)
+    print(report.format(all_functions=args.all))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ftlab.explore.portfolio import DEFAULT_BATCH
     from ftlab.explore.shrink import DEFAULT_MAX_RUNS
@@ -538,6 +550,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true")
     s.add_argument("--only", metavar="NAME", help="modules whose name contains NAME")
     s.set_defaults(fn=cmd_bench)
+    # coverage (issue 12)
+    s = sub.add_parser("coverage", help="line/branch coverage of ftlab/runtime/ by the catalog; "
+                                        "functions unreached or reached only single-threaded")
+    s.add_argument("scenario", nargs="*", metavar="SCENARIO", help="default: all of the catalog")
+    s.add_argument("--schedules", type=_count("--schedules", 1, 1000), default=20,
+                   help="Random schedules per scenario and version, seeds 0..N-1 (default 20), "
+                        "and max(1, N // 4) PCT schedules")
+    s.add_argument("--version", action="append", choices=VERSIONS,
+                   help="only this version (repeatable; default: every version)")
+    s.add_argument("--all", action="store_true",
+                   help="list every function, not only the safety-relevant ones")
+    s.set_defaults(fn=cmd_coverage)
+
     return p
 
 
