@@ -124,8 +124,37 @@ class RaceDetector:
         return (path, f.f_lineno, f.f_code.co_name)
 
     def plain(self, addr: int, width: int, is_write: bool) -> None:
-        """The AddressSpace hook for plain loads and stores."""
-        self.access(addr, width, is_write, False)
+        """The AddressSpace hook for plain loads and stores: `access` with atomic=False,
+        written out because it runs for every plain access of every execution (issue 13)."""
+        m = self.machine
+        t = m.current
+        if t is None:
+            return  # set-up code, before any thread: ordered before everything
+        self.checks += 1
+        ti = t.index
+        vc = t.vc
+        nvc = len(vc)
+        loc = self._where() if self.locations else None
+        w = self._writes.get(addr)
+        if w is not None and w[0] != ti:
+            u = w[0]
+            if w[1] > (vc[u] if u < nvc else 0):
+                self._report(addr, width, is_write, False, t, loc, u, w[2], True, w[3], w[4])
+        if is_write:
+            reads = self._reads.get(addr)
+            if reads:
+                for key, r in reads.items():
+                    u = key >> 1
+                    if u != ti and r[0] > (vc[u] if u < nvc else 0):
+                        self._report(addr, width, True, False, t, loc, u, r[1], False, key & 1, r[2])
+                reads.clear()
+            self._writes[addr] = (ti, vc[ti], m.steps, False, loc)
+        else:
+            reads = self._reads.get(addr)
+            if reads is None:
+                self._reads[addr] = {ti * 2: (vc[ti], m.steps, loc)}
+            else:
+                reads[ti * 2] = (vc[ti], m.steps, loc)
 
     def access(self, addr: int, width: int, is_write: bool, atomic: bool) -> None:
         m = self.machine
