@@ -523,7 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a new campaign even if an unfinished one has the same parameters")
     s.add_argument("--batch", type=_count("--batch", 1), default=DEFAULT_BATCH)
     s.add_argument("--no-shrink", action="store_true")
-    s.add_argument("--version", choices=VERSIONS, default="3.14")
+    from ftlab.config import VERSION_RELEASES  # both version policies (issue 12)
+
+    s.add_argument("--version", action="append", choices=VERSIONS,
+                   help="only this version (repeatable; default: every version, "
+                        + "; ".join(f"{v} = {d}" for v, d in VERSION_RELEASES.items()) + ")")
     s.set_defaults(fn=cmd_explore)
 
     s = sub.add_parser("shrink", help="shrink a stored violation's schedule")

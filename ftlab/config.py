@@ -10,6 +10,15 @@ from dataclasses import dataclass, field
 
 VERSIONS = ("3.13.0", "3.14")
 
+# What each version policy models (issue 12): the CPython releases whose QSBR/obmalloc policy
+# it matches. The names are the config strings; gh-133136 was backported to 3.13.6, so "3.14"
+# is also the policy of 3.13.6 and later.
+VERSION_RELEASES: dict[str, str] = {
+    "3.13.0": "CPython 3.13.0-3.13.5: deferred advance (a real advance every 10th deferral; "
+              "thread exit as in 3.13.0-3.13.2, before gh-130794)",
+    "3.14": "CPython 3.13.6+ and 3.14: gh-133136 (obmalloc decides when to advance and process)",
+}
+
 # Every switch that turns one fix off (DESIGN §6), with the bug it lets through. Engine-level
 # mutations belong to the engine scenarios that demonstrate the scheduler and race detector.
 # Only mutations whose mechanism exists are listed: a name that switched nothing off would let a

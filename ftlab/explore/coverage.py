@@ -100,7 +100,7 @@ class CoverageReport:
             "reached: at least one line of the body ran; multi-threaded: it ran (call or coroutine "
             "resume) while >= 2 model threads were started and not finished.",
             "'!' marks a safety-relevant function (frees, reuses, merges, advances or polls QSBR, "
-            "abandons, reclaims).",
+            "abandons, reclaims, collects, processes).",
         ]
         for title, fs in (("not reached by any scenario", self.unreached),
                           ("reached only single-threaded", self.single_only)):

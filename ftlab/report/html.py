@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ftlab.report.invariants import invariant
 from ftlab.report.table import counterexample
+from ftlab.report.table import versions_text  # version column (issue 12)
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -52,7 +53,7 @@ def _verdict_class(row) -> str:
 
 def _campaign_table(result) -> str:
     out = ['<table id="campaign" class="campaign"><thead><tr>']
-    for h in ("scenario", "mutation", "verdict", "schedules", "to detect", "counterexample",
+    for h in ("scenario", "mutation", "version", "verdict", "schedules", "to detect", "counterexample",
               "time"):
         out.append(f"<th>{h}</th>")
     out.append("</tr></thead><tbody>")
@@ -60,6 +61,7 @@ def _campaign_table(result) -> str:
         detect = f"{r.first_detection} ({r.detected_by})" if r.first_detection is not None else ""
         out.append(
             f'<tr><td>{_esc(r.scenario)}</td><td>{_esc(r.mutation or "-")}</td>'
+            f'<td>{_esc(r.version or "-")}</td>'
             f'<td class="{_verdict_class(r)}">{_esc(r.verdict)}</td>'
             f'<td class="num">{r.schedules:,}</td><td class="num">{_esc(detect)}</td>'
             f'<td>{_esc(counterexample(r))}</td><td class="num">{r.seconds:.2f} s</td></tr>')
@@ -174,7 +176,7 @@ def render_html(store, cid: int) -> str:
 <style>{_CSS}</style></head>
 <body>
 <h1>ftlab campaign {cid}</h1>
-<p class="meta">status {_esc(result.status)}; seed {p.get('seed')}, version {_esc(p.get('version'))},
+<p class="meta">status {_esc(result.status)}; seed {p.get('seed')}, {_esc(versions_text(p))},
 batch {p.get('batch')}; wall time {result.wall_seconds:.1f} s; {_esc(summary)}</p>
 <h2>Campaign</h2>
 {_campaign_table(result)}
