@@ -97,8 +97,8 @@ from typing import TYPE_CHECKING
 
 from ftlab.runtime import qsbr as _qsbr
 from ftlab.runtime.mimalloc.init import MiHooks
-from ftlab.runtime.mimalloc.page import page_block_size, page_free
-from ftlab.runtime.mimalloc.page_queue import page_queue_of
+from ftlab.runtime.mimalloc.page import page_block_size, page_free, page_unfull
+from ftlab.runtime.mimalloc.page_queue import IN_FULL, page_queue_of
 from ftlab.runtime.mimalloc.types import HEAP_TAG_COUNT
 from ftlab.runtime.mimalloc.visit import abandoned_pool_visit_blocks, heap_visit_blocks
 from ftlab.sim.atomics import RELAXED
@@ -132,6 +132,12 @@ QSBR_PAGE_MEM_LIMIT = 4096 * 20         # bytes of pages deferred since the last
 
 INTERP_QUEUE_HAS_WORK = 0               # int has_work, the only field kept in simulated memory
 SIZEOF_INTERP_QUEUE = 16
+
+
+def _gh145615(rt: "Runtime") -> bool:
+    """CPython main's QSBR page lists (gh-145615, PR #145626): a deferred page goes on its
+    owner's list and leaves the full queue."""
+    return rt.config.version == "main"
 
 
 def _revised(rt: "Runtime") -> bool:
@@ -538,6 +544,7 @@ class QsbrPageHooks(MiHooks):
         plist[page] = None                  # llist_insert_tail
         self.home[page] = plist
         page.qsbr_linked = True
+        self.rt.observer.qsbr_page_linked(t, page)
         self.state._pages(1, page.capacity * page_block_size(page))
 
     def page_unlink_qsbr(self, page: "Page") -> None:
@@ -546,6 +553,7 @@ class QsbrPageHooks(MiHooks):
             plist = self.home.pop(page)
             del plist[page]
             page.qsbr_linked = False
+            self.rt.observer.qsbr_page_unlinked(page)
             self.state._pages(-1, -(page.capacity * page_block_size(page)))
 
     def page_clear_qsbr(self, page: "Page") -> None:
@@ -573,7 +581,18 @@ class QsbrPageHooks(MiHooks):
         self.page_clear_qsbr(page)
         page.retire_expire = 0
         page.qsbr_goal = await _page_goal(t, page)
-        self._link(t, page)
+        owner = t
+        if _gh145615(rt):
+            # The page may be another thread's: with the world stopped the GC processes
+            # other heaps' delayed frees (heap visiting), which can empty their pages. Only
+            # the owner walks and frees its list (`_PyMem_mi_heap_collect_qsbr`).
+            if not rt.mutated("qsbr-page-list-current-thread"):
+                owner = page.heap.tld.tstate
+            # An emptied full page is retired from the full queue, which allocation never
+            # searches: leave it, so the page can serve allocations while it waits.
+            if page.flags & IN_FULL and not rt.mutated("qsbr-page-stranded"):
+                page_unfull(page)
+        self._link(owner, page)
         rt.stats["qsbr_pages_deferred"] += 1
         if rt.machine.trace is not None:
             rt.machine.record(t.vt, f"page {page!r} waits for QSBR goal {page.qsbr_goal}")
