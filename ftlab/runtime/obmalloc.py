@@ -68,8 +68,20 @@ accesses, seen by the race detector). The page list of thread `t` lives in the h
 (`QsbrPageHooks.page_list(t)`), not in `t.mimalloc`. C 3.13.0 passes no size to
 `_PyMem_FreeDelayed`; the model takes one anyway, for the statistics. A chunk allocation never
 fails, so the stop-the-world fallback of `free_delayed` is not modelled; nor is
-`_PyMem_ProcessDelayedNoDealloc` (the GC's variant) or 3.14.x's later fixes (gh-145615: the
-owner's list instead of the current thread's, leaving the full queue).
+`_PyMem_ProcessDelayedNoDealloc` (the GC's variant).
+
+CPython main (version "main", gh-145615, PR #145626): a page can be emptied by a thread that
+does not own it, with the world stopped: the GC's heap visit processes another heap's delayed
+frees (`_mi_heap_delayed_free_partial`), whose last block retires the page through
+`_PyMem_mi_page_maybe_free`. Main links the page on its owner's list (the tstate of the page's
+heap's tld), since only the owner walks its list and may free the page; 3.13 and 3.14 before
+the fix link it on the current thread's (mutation `qsbr-page-list-current-thread`). A page
+retired from the full queue is moved back to its size-class queue (`_mi_page_unfull`) before it
+waits, since allocation never searches the full queue; before the fix it stayed there, stranded
+until its goal freed it (`qsbr-page-stranded`). The third part of PR #145626 (the goal cleared
+in `_mi_page_thread_free_collect` only when `used == 0`) is not modelled. The `page-list`
+oracle (`ftlab.check.pagelist`) checks the lists through the `qsbr_page_linked` and
+`qsbr_page_unlinked` events.
 
 Block counting (`get_num_global_allocated_blocks`, `sys.getallocatedblocks()`, gh-115184)
 -----------------------------------------------------------------------------------------
