@@ -17,7 +17,8 @@ Ghost state: the list each page is on, built from the `qsbr_page_linked` and
   list has a goal; an all-free page with a goal is on a list (only abandoned pages keep a goal
   off every list, and they are in no heap). A page on a list that is no longer all free is
   allowed: allocation through the heap's direct page pointers does not clear the goal, and
-  `_PyMem_mi_heap_collect_qsbr` drops such a page when it meets it.
+  `_PyMem_mi_heap_collect_qsbr` drops such a page when it meets it. Under main, a page on a
+  list is not in the full queue (whatever its `in_full` flag says).
 
 Only the pages of the thread whose operation completed are swept: another thread may be in
 the middle of an operation on its own pages (between `_PyMem_mi_page_clear_qsbr` and the
@@ -29,6 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ftlab.runtime.mimalloc.page_queue import IN_FULL
+from ftlab.runtime.mimalloc.types import MI_BIN_FULL
 from ftlab.runtime.observer import Observer
 from ftlab.sim.violation import ViolationError
 
@@ -88,10 +90,13 @@ class PageListOracle(Observer):
         for heap in t.mimalloc.heaps:
             if heap is None or heap.deleted:
                 continue
-            for pq in heap.pages:
+            for b, pq in enumerate(heap.pages):
                 page = pq.first
                 while page is not None:
                     listed = self.on_list.get(page)
+                    if listed is not None and self.main and b == MI_BIN_FULL:
+                        self._fail(f"page {page!r} waits for QSBR in the full queue, where "
+                                   "allocation never finds it (stranded, gh-145615)")
                     if listed is not None and page.qsbr_goal == 0:
                         self._fail(f"page {page!r} is on {self._who(listed)}'s QSBR page list "
                                    "without a goal")

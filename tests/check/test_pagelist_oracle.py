@@ -140,3 +140,15 @@ def test_the_fixed_page_waits_on_its_owners_list_out_of_the_full_queue():
     r = run(get("qsbr-page-foreign"), Config(version="main"))
     assert r.ok, r.violation
     assert r.stats["qsbr_pages_deferred"] >= 1
+
+
+def test_sweep_fires_on_a_listed_page_left_in_the_full_queue_under_main():
+    from ftlab.runtime.mimalloc.types import MI_BIN_FULL
+    o = _oracle()
+    p = _page()
+    t = _thread("a", [p])
+    o.qsbr_page_linked(t, p)
+    heap = t.mimalloc.heaps[0]
+    heap.pages = [SimpleNamespace(first=None) for _ in range(MI_BIN_FULL)] + [heap.pages[0]]
+    with pytest.raises(ViolationError, match="stranded"):
+        o.sweep(t)
