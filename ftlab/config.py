@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-VERSIONS = ("3.13.0", "3.14")
+VERSIONS = ("3.13.0", "3.14",
+            # pagelist: CPython main after gh-145615 (PR #145626, 2026): a page deferred for
+            # QSBR goes on its owner's list and leaves the full queue
+            "main")
 
 # What each version policy models (issue 12): the CPython releases whose QSBR/obmalloc policy
 # it matches. The names are the config strings; gh-133136 was backported to 3.13.6, so "3.14"
@@ -62,6 +65,12 @@ MUTATIONS: dict[str, str] = {
                               "its wait ends: helpers of other batches never return",
     "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
                              "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
+    # QSBR page lists, gh-145615 (ftlab/runtime/obmalloc.py QsbrPageHooks; version "main")
+    "qsbr-page-list-current-thread": "a page found empty by another thread (the GC, world "
+                                     "stopped) goes on the current thread's QSBR page list, "
+                                     "not its owner's (pre-gh-145615)",
+    "qsbr-page-stranded": "a page deferred for QSBR while in the full queue stays there, where "
+                          "allocation never searches (pre-gh-145615)",
 }
 
 

@@ -36,3 +36,6 @@ def install(rt: "Runtime") -> None:
     # block counting (block-count)
     from ftlab.check import blockcount
     blockcount.install(rt)
+    # QSBR page lists (page-list)
+    from ftlab.check import pagelist
+    pagelist.install(rt)

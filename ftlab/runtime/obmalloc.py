@@ -68,8 +68,20 @@ accesses, seen by the race detector). The page list of thread `t` lives in the h
 (`QsbrPageHooks.page_list(t)`), not in `t.mimalloc`. C 3.13.0 passes no size to
 `_PyMem_FreeDelayed`; the model takes one anyway, for the statistics. A chunk allocation never
 fails, so the stop-the-world fallback of `free_delayed` is not modelled; nor is
-`_PyMem_ProcessDelayedNoDealloc` (the GC's variant) or 3.14.x's later fixes (gh-145615: the
-owner's list instead of the current thread's, leaving the full queue).
+`_PyMem_ProcessDelayedNoDealloc` (the GC's variant).
+
+CPython main (version "main", gh-145615, PR #145626): a page can be emptied by a thread that
+does not own it, with the world stopped: the GC's heap visit processes another heap's delayed
+frees (`_mi_heap_delayed_free_partial`), whose last block retires the page through
+`_PyMem_mi_page_maybe_free`. Main links the page on its owner's list (the tstate of the page's
+heap's tld), since only the owner walks its list and may free the page; 3.13 and 3.14 before
+the fix link it on the current thread's (mutation `qsbr-page-list-current-thread`). A page
+retired from the full queue is moved back to its size-class queue (`_mi_page_unfull`) before it
+waits, since allocation never searches the full queue; before the fix it stayed there, stranded
+until its goal freed it (`qsbr-page-stranded`). The third part of PR #145626 (the goal cleared
+in `_mi_page_thread_free_collect` only when `used == 0`) is not modelled. The `page-list`
+oracle (`ftlab.check.pagelist`) checks the lists through the `qsbr_page_linked` and
+`qsbr_page_unlinked` events.
 
 Block counting (`get_num_global_allocated_blocks`, `sys.getallocatedblocks()`, gh-115184)
 -----------------------------------------------------------------------------------------
@@ -97,8 +109,8 @@ from typing import TYPE_CHECKING
 
 from ftlab.runtime import qsbr as _qsbr
 from ftlab.runtime.mimalloc.init import MiHooks
-from ftlab.runtime.mimalloc.page import page_block_size, page_free
-from ftlab.runtime.mimalloc.page_queue import page_queue_of
+from ftlab.runtime.mimalloc.page import page_block_size, page_free, page_unfull
+from ftlab.runtime.mimalloc.page_queue import IN_FULL, page_queue_of
 from ftlab.runtime.mimalloc.types import HEAP_TAG_COUNT
 from ftlab.runtime.mimalloc.visit import abandoned_pool_visit_blocks, heap_visit_blocks
 from ftlab.sim.atomics import RELAXED
@@ -132,6 +144,12 @@ QSBR_PAGE_MEM_LIMIT = 4096 * 20         # bytes of pages deferred since the last
 
 INTERP_QUEUE_HAS_WORK = 0               # int has_work, the only field kept in simulated memory
 SIZEOF_INTERP_QUEUE = 16
+
+
+def _gh145615(rt: "Runtime") -> bool:
+    """CPython main's QSBR page lists (gh-145615, PR #145626): a deferred page goes on its
+    owner's list and leaves the full queue."""
+    return rt.config.version == "main"
 
 
 def _revised(rt: "Runtime") -> bool:
@@ -538,6 +556,7 @@ class QsbrPageHooks(MiHooks):
         plist[page] = None                  # llist_insert_tail
         self.home[page] = plist
         page.qsbr_linked = True
+        self.rt.observer.qsbr_page_linked(t, page)
         self.state._pages(1, page.capacity * page_block_size(page))
 
     def page_unlink_qsbr(self, page: "Page") -> None:
@@ -546,6 +565,7 @@ class QsbrPageHooks(MiHooks):
             plist = self.home.pop(page)
             del plist[page]
             page.qsbr_linked = False
+            self.rt.observer.qsbr_page_unlinked(page)
             self.state._pages(-1, -(page.capacity * page_block_size(page)))
 
     def page_clear_qsbr(self, page: "Page") -> None:
@@ -573,7 +593,18 @@ class QsbrPageHooks(MiHooks):
         self.page_clear_qsbr(page)
         page.retire_expire = 0
         page.qsbr_goal = await _page_goal(t, page)
-        self._link(t, page)
+        owner = t
+        if _gh145615(rt):
+            # The page may be another thread's: with the world stopped the GC processes
+            # other heaps' delayed frees (heap visiting), which can empty their pages. Only
+            # the owner walks and frees its list (`_PyMem_mi_heap_collect_qsbr`).
+            if not rt.mutated("qsbr-page-list-current-thread"):
+                owner = page.heap.tld.tstate
+            # An emptied full page is retired from the full queue, which allocation never
+            # searches: leave it, so the page can serve allocations while it waits.
+            if page.flags & IN_FULL and not rt.mutated("qsbr-page-stranded"):
+                page_unfull(page)
+        self._link(owner, page)
         rt.stats["qsbr_pages_deferred"] += 1
         if rt.machine.trace is not None:
             rt.machine.record(t.vt, f"page {page!r} waits for QSBR goal {page.qsbr_goal}")

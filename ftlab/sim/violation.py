@@ -25,6 +25,7 @@ KINDS = (
     "block-count",
     "ref-total",
     "type-cache",
+    "page-list",            # QSBR page lists (gh-145615)
     "deadlock",
     "livelock",
     "data-race",
