@@ -20,6 +20,8 @@ VERSION_RELEASES: dict[str, str] = {
     "3.13.0": "CPython 3.13.0-3.13.5: deferred advance (a real advance every 10th deferral; "
               "thread exit as in 3.13.0-3.13.2, before gh-130794)",
     "3.14": "CPython 3.13.6+ and 3.14: gh-133136 (obmalloc decides when to advance and process)",
+    "main": "CPython main (3.15 development) after gh-145615 / PR #145626 (2026): a page emptied "
+            "during a stop-the-world pause goes on its owner's QSBR list and out of the full queue",
 }
 
 # Every switch that turns one fix off (DESIGN §6), with the bug it lets through. Engine-level

@@ -629,7 +629,9 @@ def explore(scenario: str | Sequence[str] | None = None, *,
         specs = [parse_spec(s) for s in strategies] if strategies else None
         pairs = select_rows(scenarios_map, scenario, mutations)
         rows = [_row_params(s, m, specs, budget or DEFAULT_BUDGET, v)
-                for v in versions for s, m in pairs]
+                for v in versions for s, m in pairs if not s.versions or v in s.versions]
+        if not rows:
+            raise ExploreError(f"no row to explore under version(s) {', '.join(versions)}")
         fresh_params = {"rows": rows, "seed": seed, "batch": batch, "versions": versions,
                         "shrink": bool(shrink), "shrink_runs": shrink_runs}
     # Everything that can be bad input is checked before the store is written to.

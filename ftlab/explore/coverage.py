@@ -205,6 +205,8 @@ def measure(scenarios: Iterable[Scenario], *, schedules: int = DEFAULT_SCHEDULES
     try:
         for version in versions:
             for s in scenarios:
+                if s.versions and version not in s.versions:
+                    continue
                 config = Config(version=version)
                 for strategy in [Random(seed=i) for i in range(schedules)] + \
                         [PCT(seed=i, steps=s.pct_steps) for i in range(pct_schedules(schedules))]:

@@ -31,6 +31,9 @@ class Scenario:
     pct_steps: int = 50
     # Config fields the scenario needs, applied over the run's config (debug_allocator=True)
     config: dict[str, Any] = field(default_factory=dict)
+    # The version policies a campaign runs its rows under (empty: every one in VERSIONS): a
+    # scenario about one policy's fix is not a row of the policies that lack the fix.
+    versions: tuple[str, ...] = ()
     # False: bare threads with no thread state (the engine scenarios, which exercise the
     # machine alone); True: each thread is a Python thread attached to the interpreter.
     interpreter: bool = True

@@ -72,6 +72,7 @@ QSBR_PAGE_FOREIGN = Scenario(
     mutations={"qsbr-page-list-current-thread": ("page-list",),
                "qsbr-page-stranded": ("page-list",)},
     config={"version": "main"},
+    versions=("main",),
     pct_steps=40,
 )
 
