@@ -80,6 +80,11 @@ class Config:
     # reach a flush in a few allocations).
     gc_threshold: int = 2000
     gc_local_threshold: int = 512
+    # Proposed fixes to CPython (not CPython's behaviour; off by default, so the faithful model
+    # shows the gap). Abandoned pages, issue 12 item 4 (docs/findings/abandoned-page-goal.md):
+    # a reclaim that finds a page all free with no QSBR goal (emptied by cross-thread frees
+    # after its owner abandoned it) gives it a goal then, instead of treating it as safe.
+    abandoned_page_goal: bool = False
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
