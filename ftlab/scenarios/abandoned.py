@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ftlab.runtime.object import PyType
 from ftlab.scenarios import Scenario
 from ftlab.sim.atomics import SEQ_CST
+from ftlab.sim.sync import Event
 
 ITEM = PyType("Item", basicsize=48)
 OTHER = PyType("Other", basicsize=112)
@@ -33,19 +34,16 @@ OTHER = PyType("Other", basicsize=112)
 @dataclass
 class _Shared:
     slot: int           # the published object (the owner's reference), 0 once taken
-    loaded: int         # the reader has loaded the pointer
-    done: int           # the writer has allocated after the reclaim
+    published: Event    # the owner has stored the object in the slot
+    loaded: Event       # the reader has loaded the pointer
+    done: Event         # the writer has allocated after the reclaim
     owner: object = None
 
 
 def _setup(rt) -> None:
-    f = rt.raw_calloc(64)
-    rt.shared = _Shared(slot=f, loaded=f + 8, done=f + 16)
-
-
-async def _wait_for(t, flag: int) -> None:
-    while not await t.mem.load(flag, 8, SEQ_CST):
-        await t.yield_now()
+    m = rt.machine
+    rt.shared = _Shared(slot=rt.raw_calloc(8), published=Event(m, "published"),
+                        loaded=Event(m, "loaded"), done=Event(m, "done"))
 
 
 async def _owner(t) -> None:
@@ -54,27 +52,27 @@ async def _owner(t) -> None:
     x = await t.new_object(ITEM)
     await t.set_maybe_weakref(x)
     await t.mem.store(s.slot, x, 8, SEQ_CST)      # the slot holds the owner's reference
-    await _wait_for(t, s.loaded)                  # then exits: the page is abandoned in use
+    await s.published.set()
+    await t.wait(s.loaded)                        # then exits: the page is abandoned in use
 
 
 async def _reader(t) -> None:
     s = t.shared
-    await _wait_for(t, s.slot)
+    await t.wait(s.published)
     await t.mem.load(s.slot, 8, SEQ_CST)          # loads the pointer without a lock ...
-    await t.mem.store(s.loaded, 1, 8, SEQ_CST)
-    await _wait_for(t, s.done)                    # ... and is preempted before its try-incref
+    await s.loaded.set()
+    await s.done.wait()                           # ... and is preempted before its try-incref
+    # (attached all along: no quiescent state while it may hold the pointer)
 
 
 async def _writer(t) -> None:
     s = t.shared
-    await _wait_for(t, s.loaded)
-    while s.owner is None:
-        await t.yield_now()
+    await t.wait(s.loaded)
     await t.join(s.owner)                         # the owner has exited: its segment abandoned
     x = await t.mem.exchange(s.slot, 0, 8, SEQ_CST)
     await t.decref(x)                             # the last reference: a cross-thread free
     y = await t.new_object(OTHER)                 # a fresh page: reclaims the segment
-    await t.mem.store(s.done, 1, 8, SEQ_CST)
+    await s.done.set()
     await t.decref(y)
 
 
