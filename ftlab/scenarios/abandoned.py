@@ -87,6 +87,7 @@ SCENARIOS = [
         setup=_setup,
         known_gap=("premature-reuse",),
         pct_steps=60,
+        dfs_bound=1,            # DFS(1) is exhausted in 3,903 schedules; DFS(2) is not in 20,000
     ),
     Scenario(
         name="abandoned-page-goal-fixed",
@@ -96,5 +97,6 @@ SCENARIOS = [
         setup=_setup,
         config={"abandoned_page_goal": True},
         pct_steps=60,
+        dfs_bound=1,            # DFS(1) is exhausted in 3,903 schedules; DFS(2) is not in 20,000
     ),
 ]
