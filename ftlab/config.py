@@ -53,6 +53,11 @@ MUTATIONS: dict[str, str] = {
                               "its wait ends: helpers of other batches never return",
     "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
                              "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
+    # checker coverage (issue 12 item 2): mimalloc's xthread_free list
+    "mi-thread-free-collect-store": "_mi_page_thread_free_collect takes the xthread_free list "
+                                    "with a load and a store instead of an atomic exchange",
+    "mi-free-mt-plain-store": "_mi_free_block_mt pushes on xthread_free with a plain store "
+                              "instead of a CAS",
 }
 
 

@@ -51,11 +51,12 @@ def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import blockcount  # block counting for leak hunts
     from ftlab.scenarios import lifecycle  # thread lifecycle, batched waits
     from ftlab.scenarios import abandoned  # checker coverage: known gaps (issue 12 item 4)
+    from ftlab.scenarios import xthread_free  # checker coverage: xthread_free (issue 12 item 2)
 
     scenarios: dict[str, Scenario] = {}
     for module in (engine, refcount, mimalloc_stress, list_resize, gc,
                    critical_section, type_cache, blockcount, lifecycle,
-                   abandoned):
+                   abandoned, xthread_free):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios
