@@ -70,6 +70,7 @@ def test_a_known_gap_row_that_finds_nothing_fails():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 10,000 schedules on a loaded 2-core machine
 def test_the_fix_is_clean_under_10000_random_and_pct_schedules_and_dfs():
     sc = get(FIXED)
     for strategy in (Random(101), PCT(101, 1, sc.pct_steps), PCT(102, 2, sc.pct_steps),

@@ -60,6 +60,7 @@ def test_each_wrong_atomic_is_found_within_the_default_budget(mutation):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 10,000 schedules on a loaded 2-core machine
 def test_clean_under_10000_random_and_pct_schedules_and_dfs():
     sc = get(NAME)
     for strategy in (Random(101), PCT(101, 1, sc.pct_steps), PCT(102, 2, sc.pct_steps),
