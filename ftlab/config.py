@@ -73,6 +73,11 @@ MUTATIONS: dict[str, str] = {
                                      "not its owner's (pre-gh-145615)",
     "qsbr-page-stranded": "a page deferred for QSBR while in the full queue stays there, where "
                           "allocation never searches (pre-gh-145615)",
+    # checker coverage (issue 12 item 2): mimalloc's xthread_free list
+    "mi-thread-free-collect-store": "_mi_page_thread_free_collect takes the xthread_free list "
+                                    "with a load and a store instead of an atomic exchange",
+    "mi-free-mt-plain-store": "_mi_free_block_mt pushes on xthread_free with a plain store "
+                              "instead of a CAS",
 }
 
 
@@ -100,6 +105,11 @@ class Config:
     # reach a flush in a few allocations).
     gc_threshold: int = 2000
     gc_local_threshold: int = 512
+    # Proposed fixes to CPython (not CPython's behaviour; off by default, so the faithful model
+    # shows the gap). Abandoned pages, issue 12 item 4 (docs/findings/abandoned-page-goal.md):
+    # a reclaim that finds a page all free with no QSBR goal (emptied by cross-thread frees
+    # after its owner abandoned it) gives it a goal then, instead of treating it as safe.
+    abandoned_page_goal: bool = False
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:

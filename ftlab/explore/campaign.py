@@ -72,6 +72,11 @@ class RowResult:
     def mutated(self) -> bool:
         return bool(self.mutation)
 
+    @property
+    def known_gap(self) -> bool:
+        """An unmutated row that must find a gap CPython has (Scenario.known_gap)."""
+        return not self.mutation and bool(self.expected)
+
 
 @dataclass
 class CampaignResult:
@@ -108,10 +113,13 @@ class CampaignResult:
 
     def summary(self) -> str:
         done = [r for r in self.rows if r.status == "done"]
-        clean = sum(1 for r in done if not r.mutated and r.ok)
+        clean = sum(1 for r in done if not r.mutated and not r.known_gap and r.ok)
         found = sum(1 for r in done if r.mutated and r.ok)
+        gaps = sum(1 for r in done if r.known_gap and r.ok)
         bad = [r for r in done if not r.ok]
         parts = [f"{len(self.rows)} rows", f"{clean} clean", f"{found} found"]
+        if gaps:
+            parts.append(f"{gaps} known gap{'s' if gaps > 1 else ''} found")
         if bad:
             parts.append(f"{len(bad)} failed")
         if len(done) < len(self.rows):
@@ -177,7 +185,8 @@ def _row_params(scenario, mutation: str, strategies: Sequence[StrategySpec] | No
     specs = list(strategies) if strategies else default_portfolio(scenario)
     k = pct_steps(scenario, mutation, version) if any(s.kind == "pct" for s in specs) else scenario.pct_steps
     return {"scenario": scenario.name, "mutation": mutation, "version": version,
-            "expected": list(scenario.mutations[mutation]) if mutation else [],
+            "expected": (list(scenario.mutations[mutation]) if mutation
+                         else list(getattr(scenario, "known_gap", ()))),
             "strategies": [str(s) for s in specs], "pct_steps": k, "budget": budget}
 
 
@@ -231,7 +240,8 @@ class _Row:
 
     @property
     def decisive_kinds(self) -> tuple[str, ...] | None:
-        return tuple(self.p["expected"]) if self.p["mutation"] else None
+        # an unmutated row with expected kinds is a known gap: it must find one of them
+        return tuple(self.p["expected"]) if self.p["mutation"] or self.p["expected"] else None
 
     def sec_per_schedule(self, fallback: float) -> float:
         ran = sum(b.ran for b in self.results.values())
@@ -420,20 +430,24 @@ class Campaign:
             schedules += b.ran
             seconds += b.seconds
         mutated = bool(row.p["mutation"])
+        known_gap = not mutated and bool(row.p["expected"])
         exhausted = any(c["exhausted"] for c in counts)
         if decisive_v is not None:
             kind = decisive_v["kind"]
             if kind == "crash":
                 verdict, ok = "crash", False
+            elif known_gap:
+                verdict, ok = f"known gap (found {kind})", True
             elif mutated:
                 verdict, ok = f"found {kind}", True
             else:
                 verdict, ok = f"violation: {kind}", False
-        elif mutated:
+        elif mutated or known_gap:
             seen = sorted({v["kind"] for v in violations})
             notes = [f"saw {', '.join(seen)}"] if seen else []
             notes += [f"{c['strategy']} exhausted" for c in counts if c["exhausted"]]
-            verdict = "missed" + (f" ({'; '.join(notes)})" if notes else "")
+            verdict = ("known gap (missed)" if known_gap else "missed") + (
+                f" ({'; '.join(notes)})" if notes else "")
             ok = False
         else:
             verdict, ok = "clean", True

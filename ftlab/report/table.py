@@ -36,6 +36,8 @@ def counterexample(row) -> str:
 def verdict_style(row) -> str:
     if row.status != "done":
         return "yellow"
+    if row.ok and getattr(row, "known_gap", False):
+        return "bold magenta"           # a gap CPython has, found as expected (issue 12)
     return "green" if row.ok else "bold red"
 
 

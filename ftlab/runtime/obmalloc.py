@@ -643,6 +643,20 @@ class QsbrPageHooks(MiHooks):
             if t is None or t.qsbr is None:
                 return False
             return await _qsbr.goal_reached(t.qsbr, page.qsbr_goal)
+        if page.use_qsbr and self.rt.config.abandoned_page_goal:
+            # The proposed fix: goal 0 here means the page was emptied by cross-thread frees,
+            # which have no QSBR hook, so no grace period has started. A reader may hold a
+            # pointer it loaded before the last free: start one now (the frees happen-before
+            # this collect) and keep the page until it ends.
+            t = self._current()
+            if t is not None and t.qsbr is not None:
+                page.qsbr_goal = await _page_goal(t, page)
+                self.rt.stats["qsbr_abandoned_pages_given_goal"] += 1
+                if self.rt.machine.trace is not None:
+                    self.rt.machine.record(
+                        t.vt, f"abandoned page {page!r} emptied remotely waits for QSBR goal"
+                        f" {page.qsbr_goal}")
+                return False
         return True
 
     def page_reclaimed(self, page: "Page") -> None:

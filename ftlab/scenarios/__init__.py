@@ -37,6 +37,9 @@ class Scenario:
     # False: bare threads with no thread state (the engine scenarios, which exercise the
     # machine alone); True: each thread is a Python thread attached to the interpreter.
     interpreter: bool = True
+    # A gap the faithful model inherits from CPython (issue 12 item 4): the unmutated row must
+    # find one of these kinds ("known gap (found)"), never be clean.
+    known_gap: tuple[str, ...] = ()
 
 
 class UnknownName(KeyError):
@@ -51,11 +54,13 @@ def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import blockcount  # block counting for leak hunts
     from ftlab.scenarios import lifecycle  # thread lifecycle, batched waits
     from ftlab.scenarios import pagelist  # QSBR page lists (gh-145615)
+    from ftlab.scenarios import abandoned  # checker coverage: known gaps (issue 12 item 4)
+    from ftlab.scenarios import xthread_free  # checker coverage: xthread_free (issue 12 item 2)
 
     scenarios: dict[str, Scenario] = {}
     for module in (engine, refcount, mimalloc_stress, list_resize, gc,
                    critical_section, type_cache, blockcount, lifecycle,
-                   pagelist):
+                   pagelist, abandoned, xthread_free):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios

@@ -152,6 +152,8 @@ def test_list_resize_without_free_delayed_is_a_use_after_free_within_1000_schedu
 
 def test_every_unmutated_scenario_stays_quiet_over_100_schedules():
     for name, sc in catalog().items():
+        if sc.known_gap:
+            continue        # a gap CPython has: it must fire (tests/scenarios/test_abandoned.py)
         for i in range(100):
             r = execute(sc, Config(), Random(i).execution(0))
             assert r.ok, f"{name} schedule {i}: {r.violation} [{r.schedule}]"
