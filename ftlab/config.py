@@ -53,6 +53,10 @@ MUTATIONS: dict[str, str] = {
                               "its wait ends: helpers of other batches never return",
     "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
                              "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
+    # thread creation and exit (ftlab/runtime/qsbr.py, pystate.py; scenario thread-churn)
+    "qsbr-unregister-stale-slot": "_Py_qsbr_unregister loads tstate->qsbr before taking the QSBR "
+                                  "mutex: a growth of the array while it waits leaves it the "
+                                  "freed slot",
 }
 
 
