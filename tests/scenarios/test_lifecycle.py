@@ -57,6 +57,7 @@ def test_the_mutation_is_found_within_1000_schedules():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)      # ~540 steps a run: 10,000 runs exceed the default 300 s
 def test_clean_under_10000_random_and_pct_schedules_and_dfs():
     sc = get("thread-churn")
     for strategy in (Random(101), PCT(101, 1, sc.pct_steps), PCT(102, 2, sc.pct_steps),
