@@ -78,6 +78,10 @@ MUTATIONS: dict[str, str] = {
                                     "with a load and a store instead of an atomic exchange",
     "mi-free-mt-plain-store": "_mi_free_block_mt pushes on xthread_free with a plain store "
                               "instead of a CAS",
+    # thread creation and exit (ftlab/runtime/qsbr.py, pystate.py; scenario thread-churn)
+    "qsbr-unregister-stale-slot": "_Py_qsbr_unregister loads tstate->qsbr before taking the QSBR "
+                                  "mutex: a growth of the array while it waits leaves it the "
+                                  "freed slot",
 }
 
 

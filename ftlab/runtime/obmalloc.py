@@ -419,14 +419,16 @@ async def process_queue(t: "ThreadState", head: list[WorkChunk], keep_empty: boo
     """`process_queue`: free the items of `head` whose goals `t`'s QSBR state reports reached,
     in FIFO order, stopping at the first that is not; free drained chunks, keeping the last one
     if `keep_empty` (the thread queue)."""
-    q = t.qsbr
     state = t.rt.obmalloc
     while head:
         buf = head[0]
         rd = _rd_idx(t, buf)
         if rd < _wr_idx(t, buf):
             ptr, goal = _item(t, buf, rd)
-            if not await _qsbr.poll(q, goal):
+            # `tstate->qsbr` read for every item, as C does: the previous item's free may have
+            # run a destructor that blocked (detached) while another thread grew the QSBR
+            # array, which moves this thread's slot.
+            if not await _qsbr.poll(t.qsbr, goal):
                 return
             _set_rd_idx(t, buf, rd + 1)     # before the free, which may re-enter
             size = buf.sizes[rd]

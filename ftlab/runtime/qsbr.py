@@ -439,10 +439,15 @@ async def unregister(t: "ThreadState") -> None:
     wait for the mutex does not detach): give the slot back. `t.qsbr` is read inside the mutex:
     the array may have grown (moving the slot) while this thread waited for it."""
     shared = t.rt.qsbr
+    mem = t.rt.mem
+    stale = t.qsbr if t.rt.mutated("qsbr-unregister-stale-slot") else None
     await shared.mutex.lock()
-    qsbr = t.qsbr
+    qsbr = t.qsbr if stale is None else stale
     assert qsbr is not None, f"{t.name} unregisters from QSBR without a slot"
-    assert qsbr.peek_seq() == QSBR_OFFLINE, "thread state must be detached"
+    # The debug build's `assert(qsbr->seq == 0)` reads the pad: a plain load, ordered after
+    # any growth by the mutex (the growth copies the pads holding it). Through a slot pointer
+    # loaded before the mutex, it reads the array the growth freed.
+    assert mem.load_u64(qsbr.addr) == QSBR_OFFLINE, "thread state must be detached"
     assert qsbr.allocated and qsbr.tstate is t, "unregistering a slot the thread does not own"
     t.qsbr = None
     qsbr.tstate = None

@@ -1,4 +1,13 @@
-"""Thread lifecycle scenarios: batched waits on many handles.
+"""Thread lifecycle scenarios: thread churn, batched waits on many handles.
+
+- `thread-churn`: a thread starts two children while another frees the blocks they allocated
+  (foreign frees, into a heap its owner may already have abandoned) and polls QSBR. The first
+  QSBR array is full but for one slot (other thread states hold the rest, reserved), so the
+  first child takes the last slot and the second child's `new_threadstate` must stop the world
+  and grow the array: while the first child may be exiting, waiting for the QSBR mutex in
+  `_Py_qsbr_unregister`, or anywhere else in its teardown. Mutation
+  `qsbr-unregister-stale-slot`: unregister loads `tstate->qsbr` before the mutex, so after a
+  growth it reads the freed array (segfault).
 
 - `batched-wait`: a waiter uses `_winapi.BatchedWaitForMultipleObjects` on 64 manual-reset
   events (two batches: 63 + 1, so two helper threads per wait-any) while two signallers set
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ftlab.runtime import qsbr
 from ftlab.runtime.waits import BATCH_SIZE, WaitEvent, batched_wait
 from ftlab.scenarios import Scenario
 from ftlab.sim.violation import ViolationError
@@ -145,4 +155,60 @@ BATCHED_WAIT_STW = Scenario(
     pct_steps=80,
 )
 
-SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW)
+
+# --- thread churn -----------------------------------------------------------------------------
+
+@dataclass
+class _Churn:
+    blocks: list[int]
+    ready: list             # one model Event per child: its block is published
+
+
+def _churn_setup(rt) -> None:
+    shared = rt.qsbr
+    # Thread states created elsewhere hold all but three slots of the first array (reserved,
+    # not yet registered): the churner and the freer take two, the first child the last one.
+    qsbr.grow_thread_array(shared)
+    for _ in range(qsbr.MIN_ARRAY_SIZE - 3):
+        if qsbr.qsbr_allocate(shared) is None:
+            raise ViolationError("check", "thread-churn set-up found the first QSBR array full")
+    rt.shared = _Churn([0, 0], [rt.event("child0 block"), rt.event("child1 block")])
+
+
+async def _churn_child(t, i: int) -> None:
+    p = await t.malloc(16)
+    t.rt.mem.store_u64(p, i + 1)
+    t.shared.blocks[i] = p
+    await t.shared.ready[i].set()
+
+
+async def _churner(t) -> None:
+    c0 = await t.spawn(_churn_child, 0, name="child0")
+    c1 = await t.spawn(_churn_child, 1, name="child1")
+    await t.join(c0)
+    await t.join(c1)
+
+
+async def _freer(t) -> None:
+    for i in range(2):
+        await t.wait(t.shared.ready[i])
+        p = t.shared.blocks[i]
+        await t.free(p)             # a foreign free: the owner may have exited
+        # Ask for a goal and poll it, through the slot as it is now: the array may have grown
+        # since the last blocking call.
+        goal = await qsbr.advance(t.qsbr)
+        await qsbr.poll(t.qsbr, goal)
+
+
+THREAD_CHURN = Scenario(
+    name="thread-churn",
+    description="two threads start and exit (the second start grows the QSBR array) while "
+                "another frees their blocks and polls QSBR",
+    threads=(("churner", _churner), ("freer", _freer)),
+    setup=_churn_setup,
+    mutations={"qsbr-unregister-stale-slot": ("segfault",)},
+    dfs_bound=1,
+    pct_steps=80,
+)
+
+SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW, THREAD_CHURN)
