@@ -37,12 +37,13 @@ RUNNABLE, BLOCKED, DONE = 0, 1, 2
 class Event:
     """One entry of the trace: `step`, the thread index and what happened, in words."""
 
-    __slots__ = ("step", "thread", "what")
+    __slots__ = ("step", "thread", "what", "func")
 
-    def __init__(self, step: int, thread: int, what: str) -> None:
+    def __init__(self, step: int, thread: int, what: str, func: str = "") -> None:
         self.step = step
         self.thread = thread
         self.what = what
+        self.func = func    # the modelled C function the step is in ("" outside the runtime)
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Event) and self.step == other.step
@@ -50,6 +51,22 @@ class Event:
 
     def __repr__(self) -> str:
         return f"Event({self.step}, {thread_letter(self.thread)}, {self.what!r})"
+
+
+_RUNTIME_DIR = "/ftlab/runtime/"
+
+
+def _c_function(t: VThread) -> str:
+    """The innermost function of the runtime model `t` is suspended in (traced runs only): the
+    runtime's functions carry CPython's and mimalloc's names, so it is the modelled C function."""
+    coro: Any = t.coro
+    name = ""
+    while coro is not None:
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if code is not None and _RUNTIME_DIR in code.co_filename.replace("\\", "/"):
+            name = code.co_name
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return name
 
 
 class VThread:
@@ -129,6 +146,8 @@ class Machine:
         # a broken invariant by raising ViolationError.
         self.after_step: Callable[[VThread], None] | None = None
         self.mem = Memory(self)
+        # Traced runs only: names an address (`obj#3.ob_ref_shared`), None where it cannot.
+        self.namer: Callable[[int], str | None] | None = None
         self.shared: Any = None
         if race is not None:
             race.machine = self
@@ -138,7 +157,8 @@ class Machine:
 
     def _traced_plain_access(self, addr: int, width: int, is_write: bool) -> None:
         if self.current is not None:
-            self.record(self.current, f"{'write' if is_write else 'read'} {width} [{addr:#x}]")
+            self.record(self.current,
+                        f"{'write' if is_write else 'read'} {width} {self.addr_words(addr)}")
         if self.race is not None:
             self.race.plain(addr, width, is_write)
 
@@ -200,7 +220,15 @@ class Machine:
 
     def record(self, t: VThread | None, what: str) -> None:
         if self.trace is not None:
-            self.trace.append(Event(self.steps, -1 if t is None else t.index, what))
+            self.trace.append(Event(self.steps, -1 if t is None else t.index, what,
+                                    _c_function(t) if t is not None else ""))
+
+    def addr_words(self, addr: int) -> str:
+        """`[addr]`, with the address's symbolic name when a namer knows it (traced runs)."""
+        if self.namer is None:
+            return f"[{addr:#x}]"
+        name = self.namer(addr)
+        return f"{name} [{addr:#x}]" if name else f"?[{addr:#x}]"   # "?": named after the run
 
     # -----------------------------------------------------------------------------------------
     # The run loop
