@@ -22,6 +22,8 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+import re
+import sys
 import traceback
 import types
 from typing import Any, Callable, Coroutine
@@ -54,19 +56,40 @@ class Event:
 
 
 _RUNTIME_DIR = "/ftlab/runtime/"
+_SIM_DIR = "/ftlab/sim/"
 
 
-def _c_function(t: VThread) -> str:
-    """The innermost function of the runtime model `t` is suspended in (traced runs only): the
-    runtime's functions carry CPython's and mimalloc's names, so it is the modelled C function."""
-    coro: Any = t.coro
-    name = ""
-    while coro is not None:
-        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
-        if code is not None and _RUNTIME_DIR in code.co_filename.replace("\\", "/"):
-            name = code.co_name
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return name
+_C_NAME = re.compile(r"^(?:CPython's |mimalloc's |[^`\n]*\()?`([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def c_name_of(code: types.CodeType) -> str:
+    """The C function a runtime function models, from its docstring's opening
+    ("`_Py_TryIncRefShared`: ...", "CPython's `_mi_heap_init_ex`: ...",
+    "Allocate ... (`_PyObject_New` / ...)"); "" when the docstring names none."""
+    doc = code.co_consts[0] if code.co_consts and isinstance(code.co_consts[0], str) else ""
+    m = _C_NAME.match(doc)
+    return m.group(1) if m else ""
+
+
+def _c_function(cache: dict[types.CodeType, str]) -> str:
+    """The modelled C function a traced step is in: the innermost function of the runtime on
+    the Python stack that names its C function (`c_name_of`), else the innermost function's own
+    name (a runtime helper, or the scenario's thread function). A step runs inside its thread's coroutine, so the Python stack is the
+    modelled C stack."""
+    f = sys._getframe(2)
+    first = ""
+    while f is not None:
+        code = f.f_code
+        if _RUNTIME_DIR in code.co_filename:
+            name = cache.get(code)
+            if name is None:
+                name = cache[code] = c_name_of(code)
+            if name:
+                return name
+        if not first and _SIM_DIR not in code.co_filename:
+            first = code.co_name    # a runtime helper, or the scenario's own code
+        f = f.f_back
+    return first
 
 
 class VThread:
@@ -148,6 +171,7 @@ class Machine:
         self.mem = Memory(self)
         # Traced runs only: names an address (`obj#3.ob_ref_shared`), None where it cannot.
         self.namer: Callable[[int], str | None] | None = None
+        self._c_names: dict[types.CodeType, str] = {}       # code -> modelled C function
         self.shared: Any = None
         if race is not None:
             race.machine = self
@@ -221,7 +245,7 @@ class Machine:
     def record(self, t: VThread | None, what: str) -> None:
         if self.trace is not None:
             self.trace.append(Event(self.steps, -1 if t is None else t.index, what,
-                                    _c_function(t) if t is not None else ""))
+                                    _c_function(self._c_names) if t is not None else ""))
 
     def addr_words(self, addr: int) -> str:
         """`[addr]`, with the address's symbolic name when a namer knows it (traced runs)."""
