@@ -74,8 +74,8 @@ def c_name_of(code: types.CodeType) -> str:
 def _c_function(cache: dict[types.CodeType, str]) -> str:
     """The modelled C function a traced step is in: the innermost function of the runtime on
     the Python stack that names its C function (`c_name_of`), else the innermost function's own
-    name (a runtime helper, or the scenario's thread function). A step runs inside its thread's coroutine, so the Python stack is the
-    modelled C stack."""
+    name (a runtime helper, or the scenario's thread function). A step runs inside its
+    thread's coroutine, so the Python stack is the modelled C stack."""
     f = sys._getframe(2)
     first = ""
     while f is not None:
@@ -86,8 +86,10 @@ def _c_function(cache: dict[types.CodeType, str]) -> str:
                 name = cache[code] = c_name_of(code)
             if name:
                 return name
+        elif _SIM_DIR not in code.co_filename:
+            return first or code.co_name    # the scenario's code called the runtime helper
         if not first and _SIM_DIR not in code.co_filename:
-            first = code.co_name    # a runtime helper, or the scenario's own code
+            first = code.co_name            # a runtime helper with no C name of its own
         f = f.f_back
     return first
 
