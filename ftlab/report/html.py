@@ -29,6 +29,8 @@ table.timeline td { font-family: ui-monospace, monospace; font-size: 12px; white
 table.timeline tr.mark td { background: #fff1c2; }
 table.timeline td.step { color: #777; text-align: right; }
 table.timeline tr.fold td { color: #555; font-style: italic; }
+table.folded td { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre; font-style: normal; }
+table.folded tr.mark td { background: #fff1c2; }
 .violation { background: #fdecee; border-left: 4px solid #b00020; padding: .5em .8em; white-space: pre-wrap; }
 .invariant { margin: .4em 0 1em; }
 img.plot { display: block; max-width: 100%; margin: 1em 0; border: 1px solid #eee; }
@@ -118,7 +120,7 @@ def _timeline(v: dict) -> str:
                 inner.append(row(r))
             out.append(f'<tr class="fold"><td class="step">{it.rows[0].step}</td>'
                        f'<td colspan="{ncols}"><details><summary>{_esc(it.text)}</summary>'
-                       f'<table class="timeline">{"".join(inner)}</table></details></td></tr>')
+                       f'<table class="folded">{"".join(inner)}</table></details></td></tr>')
         elif isinstance(it, Head):
             out.append(head(it.thread, it.func))
         else:

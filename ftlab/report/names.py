@@ -4,13 +4,14 @@ A `Namer` is an `Observer` installed only on traced runs (replays of counterexam
 learns the layout from the runtime's own events (`object_created`, `block_allocated`,
 `block_freed`) and names an address as a field of a modelled object (`obj#3.ob_ref_shared`,
 `list#1.+40`), else as a block and offset with the block's size (`block#7(64 B)+8`), else as
-an offset in an OS region (`region#2(4 MiB)+0x1040`). Numbering follows allocation order, so
+an offset in an OS region (`region#2(0x400000B)+0x1040`). Numbering follows allocation order, so
 names are deterministic. Exploration never installs it: naming costs nothing on the hot path.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 from typing import Any
 
@@ -140,19 +141,34 @@ class Namer(Observer):
         name = self._struct(addr) or self._mimalloc(addr)
         if name is not None:
             return name
-        shared = getattr(self.rt, "shared", None)
-        base = getattr(shared, "addr", None)
-        if isinstance(base, int) and base <= addr < base + 64:
-            # the scenario's own shared words (`rt.raw_calloc(64)` in its set-up)
-            return f"{type(shared).__name__.lstrip('_').lower()}+{addr - base}"
+        name = self._shared(addr)
+        if name is not None:
+            return name
         region = self.rt.mem.region_of(addr) if final else None
         if region is not None:
             base, size = region
             label = self._regions.get(base)
             if label is None:
-                label = self._regions[base] = f"region#{len(self._regions) + 1}({size:#x} B)"
+                label = self._regions[base] = f"region#{len(self._regions) + 1}({size:#x}B)"
             return f"{label}+{addr - base:#x}"
         return None
+
+    def _shared(self, addr: int) -> str | None:
+        """The scenario's own words: a field of `rt.shared` (a dataclass) that holds an
+        address names the 64 bytes from there (`mailbox.flag`, `slot.addr+8`)."""
+        shared = getattr(self.rt, "shared", None)
+        if shared is None or not dataclasses.is_dataclass(shared):
+            return None
+        best = None
+        for f in dataclasses.fields(shared):
+            v = getattr(shared, f.name)
+            if type(v) is int and v <= addr < v + 64 and (best is None or v > best[1]):
+                best = (f.name, v)
+        if best is None:
+            return None
+        label = f"{type(shared).__name__.lstrip('_').lower()}.{best[0]}"
+        off = addr - best[1]
+        return f"{label}+{off}" if off else label
 
     def _struct(self, addr: int) -> str | None:
         structs = self.rt.struct_names
@@ -231,3 +247,21 @@ class Namer(Observer):
 
     def history_of(self, name: str) -> list[str]:
         return [h for h in self.history if h.startswith(name + " ")]
+
+
+_ACCESS = re.compile(r"(\S*) ?\[(0x[0-9a-f]+)\]")
+_OP_OR_WIDTH = re.compile(r"^[a-z_-]*$|^\d+$")          # `load`, `cas-fail`, `8`: no name
+
+
+def named_accesses(trace: list[Any]) -> tuple[int, int]:
+    """(named, total) over the memory accesses of a trace: an access is named when the
+    timeline shows a symbolic name for it (not a bare address, not only an OS region)."""
+    named = total = 0
+    for e in trace:
+        if e.thread < 0:
+            continue
+        for name, _ in _ACCESS.findall(e.what):
+            total += 1
+            if not _OP_OR_WIDTH.match(name) and not name.startswith(("region#", "?")):
+                named += 1
+    return named, total

@@ -213,12 +213,20 @@ def format_timeline(trace: Sequence[Event], threads: Sequence[str],
 
 
 def _name_addresses(text: str, trace: Sequence[Event]) -> str:
-    """The violation's text with each address the trace named followed by its name."""
-    names: dict[int, str] = {}
+    """The violation's text with each address followed by the name of what the trace shows
+    there: the field named at that address, else the object whose header holds it."""
+    exact: dict[int, str] = {}
     for e in trace:
         for name, a in _NAMED.findall(e.what):
-            names.setdefault(int(a, 16), _object_of(name) if "#" in name else name)
+            exact.setdefault(int(a, 16), name)
+
     def sub(m: re.Match[str]) -> str:
-        name = names.get(int(m.group(0), 16))
+        a = int(m.group(0), 16)
+        name = exact.get(a)
+        if name is None:            # an object pointer: a header field from -16 to +32
+            near = [exact[b] for b in range(a - 16, a + 32) if b in exact and "#" in exact[b]]
+            name = _object_of(near[0]) if near else None
+        elif "#" in name:
+            name = _object_of(name)
         return f"{m.group(0)} ({name})" if name else m.group(0)
     return _ADDR.sub(sub, text)
