@@ -70,7 +70,7 @@ def _stdout_console():
     return Console() if sys.stdout.isatty() else Console(width=160, soft_wrap=False)
 
 
-def _print_result(result, show_trace: bool) -> None:
+def _print_result(result, show_trace: bool, args=None) -> None:
     from ftlab.report.timeline import format_timeline
 
     mut = ",".join(sorted(result.config.mutations)) or "none"
@@ -79,7 +79,9 @@ def _print_result(result, show_trace: bool) -> None:
     print(f"schedule: {result.schedule}")
     if result.trace is not None and (show_trace or result.violations):
         print()
-        print(format_timeline(result.trace, result.threads, result.violation))
+        print(format_timeline(result.trace, result.threads, result.violation,
+                              full=bool(getattr(args, "full", False)),
+                              raw=bool(getattr(args, "raw", False))))
     elif result.violations:
         print(result.violation)
     if result.violations:
@@ -135,7 +137,7 @@ def cmd_run(args) -> int:
                 print(f"violation in execution {i + 1} of at most {args.runs}")
             break
     assert result is not None, "run --runs N made no run"
-    _print_result(result, args.trace)
+    _print_result(result, args.trace, args)
     return 1 if result.violations else 0
 
 
@@ -168,7 +170,7 @@ def cmd_replay(args) -> int:
         result = run(scenario, config, Replay(schedule), trace=True)
         if result.violation is None or result.violation.kind != v["kind"]:
             got = result.violation.kind if result.violation else "no violation"
-            _print_result(result, args.trace)
+            _print_result(result, args.trace, args)
             print(f"ftlab: stale violation #{vid}: it was stored as {v['kind']}, the replay now "
                   f"gives {got} (the model changed since it was stored)", file=sys.stderr)
             return 2
@@ -177,7 +179,7 @@ def cmd_replay(args) -> int:
         config = _config(args)
         _warn_unexposed(scenario, config)
         result = run(scenario, config, Replay(args.schedule), trace=True)
-    _print_result(result, args.trace)
+    _print_result(result, args.trace, args)
     return 1 if result.violations else 0
 
 
@@ -493,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="executions to try, stopping at the first violation")
     s.add_argument("--mutate", action="append", metavar="M")
     s.add_argument("--trace", action="store_true")
+    # issue 16: timelines in words
+    s.add_argument("--full", action="store_true", help="show the folded runs of the timeline")
+    s.add_argument("--raw", action="store_true", help="show the addresses beside the names")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("replay", help="replay a stored violation (ID) or a schedule string (SCENARIO SCHEDULE)")
@@ -501,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mutate", action="append", metavar="M")
     s.add_argument("--trace", action="store_true")
     s.add_argument("--original", action="store_true", help="a stored violation's unshrunk schedule")
+    # issue 16: timelines in words
+    s.add_argument("--full", action="store_true", help="show the folded runs of the timeline")
+    s.add_argument("--raw", action="store_true", help="show the addresses beside the names")
     s.add_argument("--db", default=str(DEFAULT_DB))
     s.set_defaults(fn=cmd_replay)
 

@@ -29,6 +29,9 @@ code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-
 table.timeline td { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre; }
 table.timeline tr.mark td { background: #fff1c2; }
 table.timeline td.step { color: #777; text-align: right; }
+table.timeline tr.fold td { color: #555; font-style: italic; }
+table.folded td { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre; font-style: normal; }
+table.folded tr.mark td { background: #fff1c2; }
 .violation { background: #fdecee; border-left: 4px solid #b00020; padding: .5em .8em; white-space: pre-wrap; }
 .invariant { margin: .4em 0 1em; }
 img.plot { display: block; max-width: 100%; margin: 1em 0; border: 1px solid #eee; }
@@ -75,7 +78,7 @@ def _timeline(v: dict) -> str:
     """Replay the stored counterexample with a trace and lay it out per thread."""
     from ftlab.config import Config
     from ftlab.explore.execute import run
-    from ftlab.report.timeline import timeline_rows
+    from ftlab.report.timeline import Fold, Head, timeline_items
     from ftlab.scenarios import UnknownName, get
     from ftlab.sim.schedule import ScheduleError
     from ftlab.sim.strategies import Replay
@@ -89,22 +92,50 @@ def _timeline(v: dict) -> str:
         result = run(scenario, config, Replay(schedule), trace=True)
     except (UnknownName, ScheduleError, ValueError) as e:
         return f'<p class="bad">cannot replay it with this version of ftlab: {_esc(e)}</p>'
-    rows = timeline_rows(result.trace or [], result.violation)
+    items = timeline_items(result.trace or [], result.threads, result.violation)
+    ncols = len(result.threads)
+
+    def row(r) -> str:
+        cells = [""] * ncols
+        cells[r.thread] = _esc(r.text)
+        cls = ' class="mark"' if r.mark else ""
+        flag = "»" if r.switch else ""
+        return (f'<tr{cls}><td class="step">{r.step}{flag}</td>'
+                + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+
+    def head(thread: int, func: str) -> str:
+        cells = [""] * ncols
+        cells[thread] = f"<b>▸ {_esc(func)}</b>"
+        return '<tr class="func"><td></td>' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
     out = ['<table class="timeline"><thead><tr><th>step</th>']
     out.extend(f"<th>{_esc(t)}</th>" for t in result.threads)
     out.append("</tr></thead><tbody>")
-    for r in rows:
-        cells = [""] * len(result.threads)
-        cells[r.thread] = _esc(r.text)
-        cls = ' class="mark"' if r.mark else ""
-        out.append(f'<tr{cls}><td class="step">{r.step}</td>'
-                   + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    marked = False
+    for it in items:
+        if isinstance(it, Fold):
+            # a folded run: one line, expandable in the page (no script needed)
+            inner = []
+            func: dict[int, str] = {}
+            for r in it.rows:
+                if r.func and func.get(r.thread) != r.func:
+                    inner.append(head(r.thread, r.func))
+                    func[r.thread] = r.func
+                inner.append(row(r))
+            out.append(f'<tr class="fold"><td class="step">{it.rows[0].step}</td>'
+                       f'<td colspan="{ncols}"><details><summary>{_esc(it.text)}</summary>'
+                       f'<table class="folded">{"".join(inner)}</table></details></td></tr>')
+        elif isinstance(it, Head):
+            out.append(head(it.thread, it.func))
+        else:
+            marked = marked or it.mark
+            out.append(row(it))
     out.append("</tbody></table>")
     if result.violation is not None:
         out.append(f'<div class="violation">{_esc(result.violation)}</div>')
         out.append(f'<p class="invariant">invariant broken (<b>{_esc(result.violation.kind)}</b>): '
                    f"{_esc(invariant(result.violation.kind))}</p>")
-        if any(r.mark for r in rows):
+        if marked:
             out.append('<p class="meta">highlighted: the accesses to the memory the violation names</p>')
     else:
         out.append('<p class="bad">the replay did not fail (the model changed since it was stored?)</p>')

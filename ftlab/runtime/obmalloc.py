@@ -204,6 +204,8 @@ class InterpFreeQueue:
 
     def __init__(self, rt: "Runtime") -> None:
         self.addr = rt.raw_calloc(SIZEOF_INTERP_QUEUE)
+        rt.name_struct(self.addr, SIZEOF_INTERP_QUEUE, "mem_free_queue",
+                       {INTERP_QUEUE_HAS_WORK: "has_work"})
         self.mutex = rt.mutex("mem_free_queue.mutex")
         self.head: list[WorkChunk] = []
 

@@ -55,6 +55,11 @@ class Runtime:
         self.tstates: list[ThreadState] = []
         # The oracles' view of the runtime; a no-op until `add_observer`.
         self.observer: Observer = Observer()
+        # Layout knowledge for counterexamples in words (issue 16; read only by
+        # ftlab/report/names.py): (addr, size, struct name, {offset: field}, stride) of the
+        # runtime's own structures, appended where they are allocated (rare: never per access).
+        self.struct_names: list[tuple[int, int, str, dict[int, str], int]] = []
+        self.tstates_made = 0
         # Interpreter state of pystate.c, ceval_gil.c and qsbr.c (one interpreter).
         # Finalization phases and the finalizing thread state (pylifecycle.py); `finalizing`
         # below reads it.
@@ -124,6 +129,12 @@ class Runtime:
         addr = self.mem.reserve(size, OS_PAGE_SIZE)
         self.mem.commit(addr, size)
         return addr
+
+    def name_struct(self, addr: int, size: int, name: str, fields: dict[int, str],
+                    stride: int = 0) -> None:
+        """Declare the struct at `addr` for the timeline's names (`qsbr.wr_seq`); `stride`: an
+        array of `size // stride` such structs (`qsbr.slot[1].seq`)."""
+        self.struct_names.append((addr, size, name, fields, stride))
 
     def raw_free(self, addr: int) -> None:
         self.mem.release(addr)
@@ -337,6 +348,10 @@ class ThreadState:
         self.vt = vt        # None until the thread is spawned
         self.mem = rt.mem
         self.block = rt.raw_calloc(TSTATE_SIZE)     # state DETACHED, no eval-breaker bit
+        rt.tstates_made += 1
+        rt.name_struct(self.block, TSTATE_SIZE, f"tstate#{rt.tstates_made}",
+                       {STATE_OFFSET: "state", EVAL_BREAKER_OFFSET: "eval_breaker",
+                        MIMALLOC_INITIALIZED_OFFSET: "mimalloc.initialized"})
         self.qsbr: qsbr.QsbrThreadState | None = None
         self.tid = self.block
         self.brc = brc.BrcThreadState()

@@ -118,6 +118,8 @@ class QsbrShared:
     def __init__(self, rt: "Runtime") -> None:
         self.rt = rt
         self.addr = rt.raw_calloc(SHARED_SIZE)
+        rt.name_struct(self.addr, SHARED_SIZE, "qsbr", {WR_SEQ_OFFSET: "wr_seq",
+                       RD_SEQ_OFFSET: "rd_seq", ARRAY_OFFSET: "array", SIZE_OFFSET: "size"})
         mem = rt.mem
         # Set-up, before any thread runs: plain stores.
         mem.store_u64(self.addr + WR_SEQ_OFFSET, QSBR_INITIAL, Tag.META)
@@ -352,6 +354,8 @@ def grow_thread_array(shared: QsbrShared) -> None:
     old_size = shared.size
     new_size = max(old_size * 2, MIN_ARRAY_SIZE)
     array = rt.raw_calloc(new_size * QSBR_PAD_SIZE)
+    rt.name_struct(array, new_size * QSBR_PAD_SIZE, "qsbr.slot", {SEQ_OFFSET: "seq"},
+                   QSBR_PAD_SIZE)
     old_array = mem.load_u64(shared.addr + ARRAY_OFFSET)
     slots = []
     for i in range(new_size):

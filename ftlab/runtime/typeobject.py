@@ -91,6 +91,10 @@ class TypeState:
     def __init__(self, rt: "Runtime") -> None:
         self.type_cache = rt.raw_calloc(MCACHE_SIZE * SIZEOF_ENTRY)
         self.mutex = rt.raw_calloc(8)
+        rt.name_struct(self.type_cache, MCACHE_SIZE * SIZEOF_ENTRY, "type_cache.hashtable",
+                       {ENTRY_VERSION: "version", ENTRY_SEQUENCE: "sequence",
+                        ENTRY_NAME: "name", ENTRY_VALUE: "value"}, SIZEOF_ENTRY)
+        rt.name_struct(self.mutex, 8, "type_cache", {0: "mutex"})
         self.next_version_tag = TYPE_BASE_VERSION_TAG
         self.names: dict[int, str] = {}
         self.subclasses: dict[int, list[int]] = {}

@@ -77,7 +77,7 @@ class Memory(AddressSpace):
 
     def _note(self, what: str, addr: int, order: Order, result: str) -> None:
         m = self.machine
-        m.record(m.current, f"{what} [{addr:#x}] {result} ({order})")
+        m.record(m.current, f"{what} {m.addr_words(addr)} {result} ({order})")
 
     # The body after `yield` runs when the scheduler has picked this thread.
 
