@@ -188,6 +188,12 @@ class Memory(AddressSpace):
             self._note("cas", addr, order, f"{old:#x} -> {desired & mask:#x}")
         return True, old
 
+    @types.coroutine
+    def fence(self, order: Order = SEQ_CST):
+        """`atomic_thread_fence(order)`: a scheduling point that orders nothing more under
+        sequential consistency (the c11 memory model gives it its meaning)."""
+        yield
+
     # Atomic accesses that are not scheduling points. Sound only where the moment of the access
     # cannot change what the program does; each caller says why in its own words.
 
