@@ -61,7 +61,8 @@ def parse_strategy(spec: str, seed: int, pct_steps: int = 50) -> Strategy:
 
 
 def _config(args) -> Config:
-    return Config(mutations=frozenset(args.mutate or ()), version=getattr(args, "version", "3.14"))
+    return Config(mutations=frozenset(args.mutate or ()), version=getattr(args, "version", "3.14"),
+                  memory_model=getattr(args, "memory_model", "sc"))
 
 
 def _stdout_console():
@@ -493,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="executions to try, stopping at the first violation")
     s.add_argument("--mutate", action="append", metavar="M")
     s.add_argument("--trace", action="store_true")
+    # c11 memory model (ftlab/sim/c11.py)
+    s.add_argument("--memory-model", choices=("sc", "c11"), default="sc")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("replay", help="replay a stored violation (ID) or a schedule string (SCENARIO SCHEDULE)")
@@ -501,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mutate", action="append", metavar="M")
     s.add_argument("--trace", action="store_true")
     s.add_argument("--original", action="store_true", help="a stored violation's unshrunk schedule")
+    # c11 memory model (ftlab/sim/c11.py)
+    s.add_argument("--memory-model", choices=("sc", "c11"), default="sc")
     s.add_argument("--db", default=str(DEFAULT_DB))
     s.set_defaults(fn=cmd_replay)
 

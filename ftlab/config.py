@@ -80,6 +80,10 @@ class Config:
     # reach a flush in a few allocations).
     gc_threshold: int = 2000
     gc_local_threshold: int = 512
+    # The memory model of the atomics (ftlab/sim/c11.py): "sc", sequentially consistent at
+    # scheduling points, or "c11", where a load may read any store coherence and
+    # happens-before allow (the store is a scheduling decision).
+    memory_model: str = "sc"
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
@@ -91,6 +95,8 @@ class Config:
             raise ConfigError(f"unknown mutation {unknown[0]!r} (see `ftlab list`)")
         if self.max_steps <= 0:
             raise ConfigError(f"max_steps must be positive, not {self.max_steps}")
+        if self.memory_model not in ("sc", "c11"):
+            raise ConfigError(f"unknown memory model {self.memory_model!r} (known: sc, c11)")
         if self.gc_threshold < 0 or self.gc_local_threshold <= 0:
             raise ConfigError("gc_threshold must be >= 0 and gc_local_threshold positive")
 

@@ -217,6 +217,9 @@ class Memory(AddressSpace):
             m.race.atomic_sync(m.current, addr, False, release, True, False)
         self.raw_store(addr, width, value, tag)
 
+    # The load of a spin loop's exit check: under SC every load reads the newest store already.
+    load_newest = load
+
     load_relaxed = partialmethod(load, order=RELAXED)
     load_acquire = partialmethod(load, order=ACQUIRE)
     store_relaxed = partialmethod(store, order=RELAXED)

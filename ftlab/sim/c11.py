@@ -231,6 +231,19 @@ class C11Memory(Memory):
         return v
 
     @types.coroutine
+    def load_newest(self, addr: int, width: int = 8, order: Order = SEQ_CST):
+        """The load of a spin loop that waits for a value (`spin_until`): a real loop reloads
+        until the store it waits for becomes visible, which C11 guarantees eventually; the
+        model reads the mo-newest store at once instead of exploring every stale retry."""
+        yield
+        m = self.machine
+        self._c11_access(addr, width, False)
+        v = self._c11_read(m.current, addr, self._c11_loc(addr, width), order, True).value
+        if m.trace is not None:
+            self._note("load", addr, order, f"-> {v:#x}")
+        return v
+
+    @types.coroutine
     def store(self, addr: int, value: int, width: int = 8, order: Order = SEQ_CST,
               tag: Tag = Tag.META):
         yield
