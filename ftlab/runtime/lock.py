@@ -21,7 +21,7 @@ from __future__ import annotations
 import types
 from typing import TYPE_CHECKING
 
-from ftlab.sim.atomics import ACQ_REL, ACQUIRE, RELAXED, RELEASE
+from ftlab.sim.atomics import ACQUIRE, RELAXED, RELEASE, SEQ_CST
 from ftlab.sim.memory import Tag
 
 if TYPE_CHECKING:
@@ -58,10 +58,11 @@ async def seqlock_lock_write(t: "ThreadState", seq: int) -> None:
             await _spin_until_changed(t, seq, prev)     # another writer is active
             prev = await mem.load(seq, 4, RELAXED)
             continue
-        # acq_rel stands for the CAS plus the release fence after it (gh-121368): the field
-        # stores that follow cannot be seen before the odd value (pairs with `end_read`).
-        ok, prev = await mem.cas(seq, prev, prev + 1, 4, ACQ_REL, Tag.META)
+        # The CAS and the release fence after it (gh-121368): the field stores that follow
+        # cannot be seen before the odd value (pairs with `end_read`'s acquire fence).
+        ok, prev = await mem.cas(seq, prev, prev + 1, 4, SEQ_CST, Tag.META)
         if ok:
+            mem.fence_now(RELEASE)
             return
 
 
@@ -97,7 +98,8 @@ async def seqlock_end_read(t: "ThreadState", seq: int, previous: int) -> bool:
     (the acquire fence before the reload: the field loads are not moved after it)."""
     if t.rt.mutated(MUTATION):
         return True
-    if await t.mem.load(seq, 4, ACQUIRE) == previous:
+    t.mem.fence_now(ACQUIRE)
+    if await t.mem.load(seq, 4, RELAXED) == previous:
         return True
     await t.yield_now()
     return False

@@ -194,6 +194,10 @@ class Memory(AddressSpace):
         sequential consistency (the c11 memory model gives it its meaning)."""
         yield
 
+    def fence_now(self, order: Order) -> None:
+        """A fence inside the current step (before the thread's next access): its effect is
+        on the thread's own later accesses, so it needs no scheduling point of its own."""
+
     # Atomic accesses that are not scheduling points. Sound only where the moment of the access
     # cannot change what the program does; each caller says why in its own words.
 
