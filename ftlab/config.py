@@ -53,6 +53,11 @@ MUTATIONS: dict[str, str] = {
                               "its wait ends: helpers of other batches never return",
     "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
                              "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
+    # c11 memory model (ftlab/sim/c11.py): orders weakened at real call sites, found in c11 mode
+    "seqlock-end-read-no-fence": "_PySeqLock_EndRead reloads the sequence with an acquire load "
+                                 "and no acquire fence before it (the bug gh-121368 fixed)",
+    "seqlock-lock-write-no-fence": "_PySeqLock_LockWrite has no release fence after its CAS to "
+                                   "an odd sequence",
 }
 
 
