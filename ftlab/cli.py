@@ -61,7 +61,8 @@ def parse_strategy(spec: str, seed: int, pct_steps: int = 50) -> Strategy:
 
 
 def _config(args) -> Config:
-    return Config(mutations=frozenset(args.mutate or ()), version=getattr(args, "version", "3.14"))
+    return Config(mutations=frozenset(args.mutate or ()), version=getattr(args, "version", "3.14"),
+                  memory_model=getattr(args, "memory_model", "sc"))
 
 
 def _stdout_console():
@@ -498,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     # issue 16: timelines in words
     s.add_argument("--full", action="store_true", help="show the folded runs of the timeline")
     s.add_argument("--raw", action="store_true", help="show the addresses beside the names")
+    # c11 memory model (ftlab/sim/c11.py)
+    s.add_argument("--memory-model", choices=("sc", "c11"), default="sc")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("replay", help="replay a stored violation (ID) or a schedule string (SCENARIO SCHEDULE)")
@@ -509,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     # issue 16: timelines in words
     s.add_argument("--full", action="store_true", help="show the folded runs of the timeline")
     s.add_argument("--raw", action="store_true", help="show the addresses beside the names")
+    # c11 memory model (ftlab/sim/c11.py)
+    s.add_argument("--memory-model", choices=("sc", "c11"), default="sc")
     s.add_argument("--db", default=str(DEFAULT_DB))
     s.set_defaults(fn=cmd_replay)
 

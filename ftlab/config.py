@@ -82,6 +82,11 @@ MUTATIONS: dict[str, str] = {
     "qsbr-unregister-stale-slot": "_Py_qsbr_unregister loads tstate->qsbr before taking the QSBR "
                                   "mutex: a growth of the array while it waits leaves it the "
                                   "freed slot",
+    # c11 memory model (ftlab/sim/c11.py): orders weakened at real call sites, found in c11 mode
+    "seqlock-end-read-no-fence": "_PySeqLock_EndRead reloads the sequence with an acquire load "
+                                 "and no acquire fence before it (the bug gh-121368 fixed)",
+    "seqlock-lock-write-no-fence": "_PySeqLock_LockWrite has no release fence after its CAS to "
+                                   "an odd sequence",
 }
 
 
@@ -114,6 +119,10 @@ class Config:
     # a reclaim that finds a page all free with no QSBR goal (emptied by cross-thread frees
     # after its owner abandoned it) gives it a goal then, instead of treating it as safe.
     abandoned_page_goal: bool = False
+    # The memory model of the atomics (ftlab/sim/c11.py): "sc", sequentially consistent at
+    # scheduling points, or "c11", where a load may read any store coherence and
+    # happens-before allow (the store is a scheduling decision).
+    memory_model: str = "sc"
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
@@ -125,6 +134,8 @@ class Config:
             raise ConfigError(f"unknown mutation {unknown[0]!r} (see `ftlab list`)")
         if self.max_steps <= 0:
             raise ConfigError(f"max_steps must be positive, not {self.max_steps}")
+        if self.memory_model not in ("sc", "c11"):
+            raise ConfigError(f"unknown memory model {self.memory_model!r} (known: sc, c11)")
         if self.gc_threshold < 0 or self.gc_local_threshold <= 0:
             raise ConfigError("gc_threshold must be >= 0 and gc_local_threshold positive")
 

@@ -6,6 +6,11 @@ Ghost state: each type's own attributes and its MRO, as the runtime reports them
 along the MRO then. A lookup in progress (`type_lookup_started`) collects the values its
 (type, name) takes from its start to its end: the value at the start, and the value after
 every change reported while it runs. `type_lookup_finished` checks the result is one of them.
+
+Under the c11 memory model (ftlab/sim/c11.py) a reader with no happens-before edge to a
+change may still read the value before it, so there the admissible values also include every
+earlier value of the (type, name) pair: a stale value is allowed, a torn one (a value the
+attribute never had, such as another entry's) is not.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class TypeCacheOracle(Observer):
         # thread -> (type, name, admissible values)
         self.active: dict[object, tuple[int, int, set[int]]] = {}
         self.lookups_checked = 0
+        # c11 memory model: (type, name) -> every value it has had (None under SC)
+        self.history: dict[tuple[int, int], set[int]] | None = None
 
     @classmethod
     def install(cls, rt: "Runtime") -> "TypeCacheOracle":
@@ -33,6 +40,8 @@ class TypeCacheOracle(Observer):
         if found is not None:
             return found
         oracle = cls()
+        if rt.config.memory_model == "c11":
+            oracle.history = {}
         rt.add_observer(oracle)
         return oracle
 
@@ -46,6 +55,9 @@ class TypeCacheOracle(Observer):
     def _changed(self) -> None:
         for tp, name, seen in self.active.values():
             seen.add(self.value(tp, name))
+        if self.history is not None:
+            for (tp, name), had in self.history.items():
+                had.add(self.value(tp, name))
 
     def type_attr_set(self, t, tp: int, name: int, value: int) -> None:
         self.attrs.setdefault(tp, {})[name] = value
@@ -56,6 +68,10 @@ class TypeCacheOracle(Observer):
         self._changed()
 
     def type_lookup_started(self, t: "ThreadState", tp: int, name: int) -> None:
+        if self.history is not None:
+            had = self.history.setdefault((tp, name), {self.value(tp, name)})
+            self.active[t] = (tp, name, set(had))
+            return
         self.active[t] = (tp, name, {self.value(tp, name)})
 
     def type_lookup_finished(self, t: "ThreadState", tp: int, name: int, value: int) -> None:

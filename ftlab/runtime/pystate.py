@@ -50,7 +50,8 @@ class Runtime:
         self.config = config or Config()
         c = self.config
         race = RaceDetector(locations=race_locations) if c.race_detection else None
-        self.machine = Machine(max_steps=c.max_steps, race=race, trace=c.trace)
+        self.machine = Machine(max_steps=c.max_steps, race=race, trace=c.trace,
+                               memory_model=c.memory_model)
         self.mem = self.machine.mem
         self.tstates: list[ThreadState] = []
         # The oracles' view of the runtime; a no-op until `add_observer`.
@@ -206,7 +207,9 @@ class Runtime:
         mem = self.mem
         num_parked = 0
         for t in tuple(self.threads_head):
-            state = await mem.load(t.state_addr, 4, RELAXED)
+            # c11 memory model: C re-scans every 1 ms until it sees the detach; the model's
+            # re-scans are pokes, so it reads the newest state (ftlab/sim/c11.py, load_newest).
+            state = await mem.load_newest(t.state_addr, 4, RELAXED)
             if state == THREAD_DETACHED:
                 # Pairs with the CAS in `attach`: exactly one of them wins.
                 ok, state = await mem.cas(t.state_addr, THREAD_DETACHED, THREAD_SUSPENDED, 4,

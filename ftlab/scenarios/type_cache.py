@@ -99,6 +99,24 @@ TYPE_CACHE_CONSISTENCY = Scenario(
 )
 
 
+# c11 memory model (ftlab/sim/c11.py): the same program under C11 atomics, where the seqlock's
+# fences (Python/lock.c, gh-121368) matter; under SC both mutations are invisible (the fields
+# are atomics, so the race detector has nothing to say).
+TYPE_CACHE_C11 = Scenario(
+    name="type-cache-c11",
+    description="type-cache-consistency under the c11 memory model: the seqlock's release "
+                "and acquire fences keep a reader from mixing a new field with an old sequence",
+    threads=(("main", _main_ab),),
+    setup=_setup,
+    mutations={"seqlock-end-read-no-fence": ("type-cache",),
+               "seqlock-lock-write-no-fence": ("type-cache",)},
+    dfs_bound=2,
+    pct_steps=60,
+    dfs=False,  # the store choices make the DFS tree wide; random and PCT reach the bugs
+    config={"memory_model": "c11"},
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # type-bases-change
 
@@ -140,4 +158,4 @@ TYPE_BASES_CHANGE = Scenario(
     pct_steps=60,
 )
 
-SCENARIOS = (TYPE_CACHE_CONSISTENCY, TYPE_BASES_CHANGE)
+SCENARIOS = (TYPE_CACHE_CONSISTENCY, TYPE_BASES_CHANGE, TYPE_CACHE_C11)  # the last: c11 memory model

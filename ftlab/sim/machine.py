@@ -146,6 +146,8 @@ class VThread:
             yield
         if m.race is not None:
             m.race.acquire(self, other.vc)
+        if m.c11 is not None:
+            m.c11.acquire_view(self, m.c11.release_view(other))
         if m.trace is not None:
             m.record(self, f"joined {other.label}")
         return other.result
@@ -155,7 +157,7 @@ class Machine:
     """Owns the threads and the run loop of one run."""
 
     def __init__(self, *, max_steps: int = 20_000, race: RaceDetector | None = None,
-                 trace: bool = False) -> None:
+                 trace: bool = False, memory_model: str = "sc") -> None:
         self.threads: list[VThread] = []
         self.runnable: list[VThread] = []
         self.current: VThread | None = None
@@ -170,7 +172,17 @@ class Machine:
         # Called after every step that did not already fail (checked-mode oracles); it reports
         # a broken invariant by raising ViolationError.
         self.after_step: Callable[[VThread], None] | None = None
-        self.mem = Memory(self)
+        # c11 (ftlab/sim/c11.py): the memory whose views the spawn, join, lock and event
+        # edges carry; None under sequential consistency, so that path costs nothing more.
+        self.c11: Any = None
+        self._chooser: Any = None
+        if memory_model == "c11":
+            from ftlab.sim.c11 import C11Memory
+            self.mem = self.c11 = C11Memory(self)
+        elif memory_model == "sc":
+            self.mem = Memory(self)
+        else:
+            raise ValueError(f"unknown memory model {memory_model!r} (known: sc, c11)")
         # Traced runs only: names an address (`obj#3.ob_ref_shared`), None where it cannot.
         self.namer: Callable[[int], str | None] | None = None
         self._c_names: dict[types.CodeType, str] = {}       # code -> modelled C function
@@ -203,6 +215,8 @@ class Machine:
             if after_all:
                 for u in self.threads[:-1]:
                     self.race.acquire(t, u.vc)
+        if self.c11 is not None:
+            self.c11.on_spawn(parent, t, after_all)
         t.coro = start(t)
         if self.trace is not None:
             self.record(t, f"start {t.name}" + (f" (by {parent.label})" if parent else ""))
@@ -259,6 +273,16 @@ class Machine:
     # -----------------------------------------------------------------------------------------
     # The run loop
 
+    def decide(self, n: int) -> int:
+        """A data decision of the c11 memory model (which store a load reads, where a store
+        goes in modification order): one of `n` > 1 candidates, asked of the strategy like a
+        thread choice and recorded in the schedule string as candidate index 0..n-1."""
+        if n > len(_CANDIDATES):
+            raise ValueError(f"{n} candidates exceed the {len(_CANDIDATES)} a schedule encodes")
+        c = self._chooser.choose(_CANDIDATES[:n], None).index
+        self.choices.append(c)
+        return c
+
     def _resume(self, t: VThread) -> bool:
         """Run one step of `t`; False when the run must stop (a violation)."""
         try:
@@ -305,6 +329,7 @@ class Machine:
             return
         runnable = self.runnable
         choose = chooser.choose
+        self._chooser = chooser
         # A uniform chooser is inlined: this is the hottest loop of the tool.
         uniform = getattr(chooser, "uniform", None)
         choices = self.choices
@@ -352,6 +377,20 @@ class Machine:
         self.switches += switches
         self.current = None
         chooser.finish()
+
+
+class _Candidate:
+    """One candidate of a data decision, shaped like a thread for the choosers."""
+
+    __slots__ = ("index", "name", "state")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.name = f"candidate {index}"
+        self.state = RUNNABLE
+
+
+_CANDIDATES = tuple(_Candidate(i) for i in range(52))
 
 
 def _index(t: VThread) -> int:
