@@ -53,6 +53,15 @@ MUTATIONS: dict[str, str] = {
                               "its wait ends: helpers of other batches never return",
     "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
                              "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
+    # dicts and lists with lock-free reads (ftlab/runtime/dictobject.py, listobject.py)
+    "borrowed-setdefault": "PyDict_SetDefaultRef returns PyDict_SetDefault's borrowed value "
+                           "(another thread may replace and free it before it is used)",
+    "dict-keys-freed-at-once": "free_keys_object frees a shared dict's old keys at once, not "
+                               "with _PyMem_FreeDelayed",
+    "dict-lookup-no-keys-recheck": "_Py_dict_lookup_threadsafe does not re-check ma_keys after "
+                                   "the try-incref of the value (a stale table's slot passes)",
+    "list-items-freed-at-once": "free_list_items frees a shared list's old array at once, not "
+                                "with _PyMem_FreeDelayed",
 }
 
 
