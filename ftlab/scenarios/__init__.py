@@ -47,10 +47,11 @@ def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import critical_section, type_cache     # types
     from ftlab.scenarios import blockcount  # block counting for leak hunts
     from ftlab.scenarios import lifecycle  # thread lifecycle, batched waits
+    from ftlab.scenarios import dict as dict_scenarios     # dicts with lock-free reads
 
     scenarios: dict[str, Scenario] = {}
     for module in (engine, refcount, mimalloc_stress, list_resize, gc,
-                   critical_section, type_cache, blockcount, lifecycle):
+                   critical_section, type_cache, blockcount, lifecycle, dict_scenarios):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios
