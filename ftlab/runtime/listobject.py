@@ -42,6 +42,7 @@ once, as for a list no other thread reads.
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 from ftlab.runtime import critical_section as cs
@@ -53,6 +54,7 @@ from ftlab.runtime.object import (
     gc_set_bits,
     gc_track,
     gc_untrack,
+    is_immortal,
     is_owned_by,
     load_field,
     new_object,
@@ -123,11 +125,13 @@ async def free_list_items(t: "ThreadState", items: int, use_qsbr: bool) -> None:
         await t.free(array)
 
 
-async def list_allocate_array(t: "ThreadState", capacity: int) -> int:
-    """`list_allocate_array`: a zeroed `_PyListArray` of `capacity` items; returns `ob_item`."""
+async def list_allocate_array(t: "ThreadState", capacity: int, zeroed: bool = True) -> int:
+    """`list_allocate_array`: a `_PyListArray` of `capacity` items, zeroed unless the caller
+    writes every item itself; returns `ob_item`."""
     array = await t.malloc(ARRAY_ITEMS + 8 * capacity)
     t.mem.store_u64(array, capacity, Tag.PAYLOAD)
-    t.mem.fill(array + ARRAY_ITEMS, 8 * capacity, 0, Tag.PAYLOAD)
+    if zeroed:
+        t.mem.fill(array + ARRAY_ITEMS, 8 * capacity, 0, Tag.PAYLOAD)
     return array + ARRAY_ITEMS
 
 
@@ -157,11 +161,13 @@ async def list_resize(t: "ThreadState", op: int, newsize: int) -> None:
         return
     capacity = new_allocated(newsize, size)
     ensure_shared_on_resize(t, op)
-    items = await list_allocate_array(t, capacity) if capacity else 0
+    items = await list_allocate_array(t, capacity, zeroed=False) if capacity else 0
     old_items = mem.load_u64(op + OB_ITEM)
-    if old_items and items:
-        keep = min(capacity, allocated)
-        mem.write_bytes(items, mem.read_bytes(old_items, 8 * keep))   # memcpy
+    if items:
+        keep = min(capacity, allocated) if old_items else 0
+        if keep:
+            mem.write_bytes(items, mem.read_bytes(old_items, 8 * keep))   # memcpy
+        mem.fill(items + 8 * keep, 8 * (capacity - keep), 0, Tag.PAYLOAD)   # the tail
     # pairs with the acquire load of ob_item by lock-free readers (list_get_item_ref)
     await mem.store(op + OB_ITEM, items, 8, RELEASE, Tag.PAYLOAD)
     mem.store_u64(op + ALLOCATED, capacity, Tag.PAYLOAD)
@@ -261,6 +267,26 @@ async def list_item_impl(t: "ThreadState", op: int, i: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # tp_clear and tp_dealloc
 
+async def _decref_items(t: "ThreadState", items: int, n: int) -> None:
+    """`Py_XDECREF` of `items[0:n]`, the last first. The array is read in one go (what the C
+    loop's plain loads read: only this thread can reach it now) and a decref of an immortal
+    item, which changes nothing, is only counted: `[None] * 131072` then costs one access."""
+    mem = t.mem
+    words = struct.unpack(f"<{n}Q", mem.read_bytes(items, 8 * n)) if n else ()
+    # an immortal object stays immortal and a mortal one does not become immortal: test each
+    # distinct item once
+    distinct = set(words) - {0}
+    immortal = {item for item in distinct if is_immortal(mem, item)}
+    if immortal == distinct:
+        t.rt.stats["refcnt_immortal"] += len(words) - words.count(0)
+        return
+    for item in reversed(words):
+        if item in immortal:
+            t.rt.stats["refcnt_immortal"] += 1
+        elif item:
+            await t.decref(item)
+
+
 async def list_clear(t: "ThreadState", op: int) -> None:
     """`_list_clear` (`tp_clear`): unlink the array (size 0, `ob_item` NULL, allocated 0), drop
     the items from the last to the first, free the array (delayed if the list is shared)."""
@@ -273,10 +299,7 @@ async def list_clear(t: "ThreadState", op: int) -> None:
     await mem.store(op + OB_SIZE, 0, 8, RELAXED, Tag.PAYLOAD)
     await mem.store(op + OB_ITEM, 0, 8, RELEASE, Tag.PAYLOAD)
     mem.store_u64(op + ALLOCATED, 0, Tag.PAYLOAD)
-    for i in reversed(range(n)):
-        item = mem.load_u64(items + 8 * i)
-        if item:
-            await t.decref(item)
+    await _decref_items(t, items, n)
     await free_list_items(t, items, is_list_shared(mem, op))
 
 
@@ -289,10 +312,7 @@ async def list_dealloc(t: "ThreadState", op: int) -> None:
     if items == 0:
         return
     n = mem.load_u64(op + OB_SIZE)
-    for i in reversed(range(n)):
-        item = mem.load_u64(items + 8 * i)
-        if item:
-            await t.decref(item)
+    await _decref_items(t, items, n)
     await free_list_items(t, items, False)
 
 

@@ -33,7 +33,8 @@ import struct
 from dataclasses import dataclass, field
 
 from ftlab.runtime.listobject import (
-    ARRAY_ITEMS, OB_ITEM, OB_SIZE, list_get_item_ref, list_new, list_size, pylist_append,
+    ALLOCATED, OB_ITEM, OB_SIZE, list_allocate_array, list_get_item_ref, list_new,
+    pylist_append,
 )
 from ftlab.runtime.object import PyType
 from ftlab.scenarios import Scenario
@@ -62,9 +63,13 @@ def _setup(rt) -> None:
 
 async def list_repeat_none(t, n: int) -> int:
     """`[None] * n` (`list_repeat`): a list whose array holds exactly `n` items, full."""
-    lst = await list_new(t, n)
-    none = t.shared.none
-    t.mem.write_bytes(t.mem.load_u64(lst + OB_ITEM), struct.pack("<Q", none) * n, Tag.PAYLOAD)
+    lst = await list_new(t)
+    items = await list_allocate_array(t, n, zeroed=False)
+    mem = t.mem
+    mem.write_bytes(items, struct.pack("<Q", t.shared.none) * n, Tag.PAYLOAD)
+    mem.store_u64(lst + OB_ITEM, items, Tag.PAYLOAD)
+    mem.store_u64(lst + ALLOCATED, n, Tag.PAYLOAD)
+    mem.store_u64(lst + OB_SIZE, n, Tag.PAYLOAD)
     return lst
 
 
