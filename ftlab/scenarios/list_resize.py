@@ -18,6 +18,17 @@ delayed free of a list's old item array (`_PyMem_FreeDelayed`, `ftlab.runtime.ob
   the old array is freed at once, and the fresh page is carved out of its memory while the
   reader may still read it: `premature-reuse`.
 
+- `list-append-index` (`test_list.py`'s concurrent append and index, under the 3.14 policy):
+  the writer starts a reader, handing it an object the reader drops first (a non-owner's
+  decref of the writer's object: it goes to the writer's BRC queue and sets its
+  EXPLICIT_MERGE eval-breaker bit); the reader then reads `lst[-1]` lock-free twice. The
+  writer appends (a resize of the 1 MiB array: its free advances `wr_seq` and sets
+  `should_process`), reaches its periodic check (the merge, then `_PyMem_ProcessDelayed` on
+  `should_process`, while the reader may still be indexing the old array) and allocates a
+  block of the old array's size, which reuses its memory if it was freed. An item freed
+  before its goal in queue processing is caught here. Mutations: `list-items-freed-at-once`,
+  `no-free-delayed`.
+
 Model notes: the list is a runtime list (`ftlab.runtime.listobject`) owned by the writer, its
 appends `PyList_Append` under the list's critical section, the reads `list_get_item_ref`. The
 reader's first read finds the list neither its own nor shared and takes `list_item_impl`,
@@ -44,6 +55,7 @@ from ftlab.sim.violation import ViolationError
 
 INITIAL = 131_072               # [None] * INITIAL: an 8 + 1 MiB array, full
 READS = 3
+ARRAY_BYTES = 8 + 8 * INITIAL     # sizeof the full array's _PyListArray
 
 ITEM_A = PyType("ItemA", basicsize=48)
 ITEM_B = PyType("ItemB", basicsize=112)     # a size class the writer has not used before
@@ -123,4 +135,51 @@ LIST_RESIZE = Scenario(
     pct_steps=80,
 )
 
-SCENARIOS = (LIST_RESIZE,)
+# ---------------------------------------------------------------------------------------------
+# list-append-index
+
+async def _indexer(t, arg: int) -> None:
+    lst = t.shared
+    await t.decref(arg)                 # the thread's argument, made by the writer
+    for _ in range(2):
+        size = await t.mem.load(lst.addr + OB_SIZE, 8, RELAXED)
+        item = await list_get_item_ref(t, lst.addr, size - 1)
+        if item:
+            lst.seen.append(item)
+            if item != lst.none:
+                await t.decref(item)
+        await t.periodic_check()
+
+
+async def _appender(t) -> None:
+    lst = t.shared
+    lst.addr = await list_repeat_none(t, INITIAL)
+    arg = await t.new_object(ITEM_A)
+    reader = await t.spawn(_indexer, arg, name="reader")
+    item = await t.new_object(ITEM_A)
+    lst.appended.append(item)
+    await pylist_append(t, lst.addr, item)      # the resize: should_process under 3.14
+    await t.decref(item)
+    await t.periodic_check()                    # merge; _PyMem_ProcessDelayed
+    p = await t.malloc(ARRAY_BYTES)             # reuses the old array's memory if freed
+    t.mem.fill(p, 64, 0xAB, Tag.PAYLOAD)
+    await t.free(p)
+    await t.join(reader)
+    await t.decref(lst.addr)
+
+
+LIST_APPEND_INDEX = Scenario(
+    name="list-append-index",
+    description="a lock-free reader indexes a list while the writer appends, processes its "
+                "delayed frees on should_process and reuses the old array's memory",
+    threads=(("writer", _appender),),
+    setup=_setup,
+    check=_check,
+    mutations={"list-items-freed-at-once": ("premature-reuse", "use-after-free", "data-race"),
+               "no-free-delayed": ("premature-reuse", "use-after-free", "data-race")},
+    dfs_bound=2,
+    pct_steps=60,
+    config={"version": "3.14"},
+)
+
+SCENARIOS = (LIST_RESIZE, LIST_APPEND_INDEX)
