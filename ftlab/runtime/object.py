@@ -30,10 +30,10 @@ refuses a shared field of exactly 0 or exactly MERGED: 0 means the owner may fre
 its fast path without any atomic operation, so a racing non-owner increment could revive a
 freed object; MERGED/0 means it is being freed. A store into a dict or list does not change
 the stored object's shared field: an object that no other thread has referenced (field 0) makes
-the first lock-free read of it fail, and the reader's locked fallback (`_Py_dict_lookup_
-threadsafe`'s `read_failed`, `list_item_impl`) takes its reference with `_Py_NewRefWithLock`,
-which adds 4 and sets MAYBE_WEAKREF (weakref creation, `_PyObject_SetMaybeWeakref`, is the
-other way an object gets it). From then on the owner's last decref takes the CAS path, which
+the first lock-free read of it fail, and the reader's locked fallback (the `read_failed`
+path of `_Py_dict_lookup_threadsafe`, `list_item_impl`) takes its reference with
+`_Py_NewRefWithLock`, which adds 4 and sets MAYBE_WEAKREF (weakref creation,
+`_PyObject_SetMaybeWeakref`, is the other way an object gets it). From then on the owner's last decref takes the CAS path, which
 linearises with a reader's CAS. The reader re-checks the slot after its increment, because
 delayed page reuse (mimalloc pages that held objects are kept for their size class until a
 QSBR grace period) lets the address hold a new object of the same size.
