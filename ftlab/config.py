@@ -62,6 +62,8 @@ MUTATIONS: dict[str, str] = {
                                    "the try-incref of the value (a stale table's slot passes)",
     "list-items-freed-at-once": "free_list_items frees a shared list's old array at once, not "
                                 "with _PyMem_FreeDelayed",
+    "type-cache-version-first": "_PyType_LookupRef's slow path assigns the version after the MRO "
+                                "walk and publishes it before the value (before gh-132942)",
 }
 
 

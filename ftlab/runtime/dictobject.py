@@ -16,8 +16,8 @@ A dict is a GC object (`PyDictObject`, GC heap) whose table is a separate keys o
                                         +32 dk_indices[2**log2_size]  i8, -1 DKIX_EMPTY
                                         then PyDictUnicodeEntry[usable] {me_key, me_value}
 
-Keys are interned strings (`dict_key`: immortal objects with their hash at +32, the place of
-PyASCIIObject's hash here), so the unicode table applies and key comparison is
+Keys are interned strings (`typeobject.intern`: immortal objects with their hash at +32, the
+place of PyASCIIObject's hash here), so the unicode table applies and key comparison is
 `compare_unicode_unicode_threadsafe` on immortal keys: identity, never a try-incref of the key.
 Split tables, deletion (DKIX_DUMMY), the keys freelist and dict watchers are not modelled.
 
@@ -65,7 +65,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ftlab.runtime import critical_section as cs
-from ftlab.runtime.typeobject import intern
 from ftlab.runtime.object import (
     GC_BITS_SHARED,
     OB_TYPE,
@@ -116,8 +115,10 @@ PERTURB_SHIFT = 5
 DKIX_EMPTY = -1
 DKIX_KEY_CHANGED = -4
 
-# A model str: the immortal key object's hash word (PyASCIIObject.hash's role)
+# A model str (`typeobject.intern`): an immortal object with its hash word (the role of
+# PyASCIIObject.hash)
 STR_HASH = SIZEOF_PYOBJECT
+SIZEOF_STR = SIZEOF_PYOBJECT + 16
 
 
 def USABLE_FRACTION(n: int) -> int:
@@ -143,22 +144,13 @@ def dk_entries(mem, dk: int) -> int:
     return dk + DK_INDICES + (1 << mem.load_u8(dk + DK_LOG2_INDEX_BYTES))
 
 
-def _str_hash(s: str) -> int:
-    """A deterministic 63-bit hash (FNV-1a); the model never depends on PYTHONHASHSEED."""
+def str_hash(s: str) -> int:
+    """A deterministic 63-bit string hash (FNV-1a): the model never depends on
+    PYTHONHASHSEED. `typeobject.intern` stores it in the key object."""
     h = 0xCBF29CE484222325
     for b in s.encode():
         h = ((h ^ b) * 0x100000001B3) & ((1 << 64) - 1)
     return h >> 1
-
-
-def dict_key(rt: "Runtime", s: str, hash: int | None = None) -> int:
-    """An interned key string (set-up code): the immortal name `typeobject.intern` makes (one
-    per string, shared with type attributes), its hash stored in it. `hash` lets a scenario
-    choose collisions."""
-    op = intern(rt, s)
-    if hash is not None or not rt.mem.load_u64(op + STR_HASH):
-        rt.mem.store_u64(op + STR_HASH, _str_hash(s) if hash is None else hash, Tag.PAYLOAD)
-    return op
 
 
 def unicode_get_hash(mem, key: int) -> int:

@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ftlab.runtime import dictobject as dt
+from ftlab.runtime.typeobject import intern
 from ftlab.runtime import obmalloc
 from ftlab.runtime.object import PyType, load_field
 from ftlab.scenarios import Scenario
@@ -57,7 +58,7 @@ class _Shared:
 
 
 def _setup(rt) -> None:
-    rt.shared = _Shared({s: dt.dict_key(rt, s) for s in ("a", "b", "c", "d", "e", "f", "k")})
+    rt.shared = _Shared({s: intern(rt, s) for s in ("a", "b", "c", "d", "e", "f", "k")})
 
 
 async def _new_value(t, tag: int) -> int:

@@ -10,6 +10,7 @@ from ftlab.check.refcount import install
 from ftlab.config import Config
 from ftlab.runtime import Runtime
 from ftlab.runtime import dictobject as dt
+from ftlab.runtime.typeobject import intern
 from ftlab.runtime.object import REF_MAYBE_WEAKREF, OB_REF_SHARED, PyType, refcnt
 
 ITEM = PyType("Item", basicsize=48)
@@ -33,7 +34,7 @@ def test_setitem_and_lookups_through_two_resizes():
     seen = {}
 
     async def main(t):
-        keys = [dt.dict_key(t.rt, f"k{i}") for i in range(12)]
+        keys = [intern(t.rt, f"k{i}") for i in range(12)]
         mp = await dt.dict_new(t)
         vals = []
         for k in keys:
@@ -46,7 +47,7 @@ def test_setitem_and_lookups_through_two_resizes():
         seen["rc"] = [refcnt(t.mem, v) for v in vals]          # ours, the dict's, the get's
         for v in got:
             await t.decref(v)
-        seen["absent"] = await dt.getitem_ref(t, mp, dt.dict_key(t.rt, "nope"))
+        seen["absent"] = await dt.getitem_ref(t, mp, intern(t.rt, "nope"))
         seen["traverse"] = dt.dict_traverse(t.mem, mp) == vals
         await t.decref(mp)
         seen["after"] = [refcnt(t.mem, v) for v in vals]
@@ -65,7 +66,7 @@ def test_setdefault_ref_contract_and_refcounts():
     seen = {}
 
     async def main(t):
-        k = dt.dict_key(t.rt, "k")
+        k = intern(t.rt, "k")
         mp = await dt.dict_new(t)
         default = await t.new_object(ITEM)
         rc, result = await dt.setdefault_ref(t, mp, k, default)
@@ -112,7 +113,7 @@ def test_a_foreign_read_marks_the_dict_shared_and_the_next_resize_frees_through_
         await t.decref(v)
 
     async def main(t):
-        keys = [dt.dict_key(t.rt, f"k{i}") for i in range(6)]
+        keys = [intern(t.rt, f"k{i}") for i in range(6)]
         mp = await dt.dict_new(t)
         v0 = await t.new_object(ITEM)
         await dt.setitem(t, mp, keys[0], v0)
@@ -135,7 +136,7 @@ def test_dict_keys_freed_at_once_skips_the_delayed_free():
         await t.decref(await dt.getitem_ref(t, mp, key))
 
     async def main(t):
-        keys = [dt.dict_key(t.rt, f"k{i}") for i in range(6)]
+        keys = [intern(t.rt, f"k{i}") for i in range(6)]
         mp = await dt.dict_new(t)
         v0 = await t.new_object(ITEM)
         await dt.setitem(t, mp, keys[0], v0)
@@ -152,7 +153,7 @@ def test_dict_keys_freed_at_once_skips_the_delayed_free():
 @pytest.mark.parametrize("mutation", [None, "borrowed-setdefault"])
 def test_setdefault_release_matches_what_setdefault_ref_returned(mutation):
     async def main(t):
-        k = dt.dict_key(t.rt, "k")
+        k = intern(t.rt, "k")
         mp = await dt.dict_new(t)
         d = await t.new_object(ITEM)
         _, v = await dt.setdefault_ref(t, mp, k, d)

@@ -1,4 +1,5 @@
-"""The dict and list scenarios of issue 10 (ftlab.scenarios.dict, list-append-index): each clean
+"""The dict and list scenarios of issue 10 (ftlab.scenarios.dict, list-append-index) and the type
+cache scenario that needs the type dicts (type-cache-shadow): each clean
 unmutated (a few hundred schedules here; 10,000 Random+PCT and an exhaustive DFS(2) in the slow
 run), each mutation found within 1,000 schedules of the default portfolio, with the kind the
 scenario names, and replayed exactly."""
@@ -13,7 +14,7 @@ from ftlab.explore.execute import execute
 from ftlab.scenarios import catalog, get
 from ftlab.sim import DFS, PCT, Random, Replay
 
-NAMES = ("dict-setdefault", "dict-resize-read", "list-append-index")
+NAMES = ("dict-setdefault", "dict-resize-read", "list-append-index", "type-cache-shadow")
 ROWS = [(name, m) for name in NAMES for m in get(name).mutations]
 
 
@@ -36,6 +37,7 @@ def test_the_scenarios_and_their_mutations_are_in_the_catalog():
                                                    "dict-lookup-no-keys-recheck"}
     assert set(c["list-append-index"].mutations) == {"list-items-freed-at-once",
                                                     "no-free-delayed"}
+    assert set(c["type-cache-shadow"].mutations) == {"type-cache-version-first"}
 
 
 @pytest.mark.parametrize("name,mutation", ROWS)
