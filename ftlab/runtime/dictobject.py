@@ -84,7 +84,7 @@ from ftlab.sim.atomics import RELAXED, RELEASE, SEQ_CST
 from ftlab.sim.memory import Tag
 
 if TYPE_CHECKING:
-    from ftlab.runtime.pystate import Runtime, ThreadState
+    from ftlab.runtime.pystate import ThreadState
 
 # PyDictObject
 MA_USED = SIZEOF_PYOBJECT
