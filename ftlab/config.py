@@ -87,6 +87,17 @@ MUTATIONS: dict[str, str] = {
                                  "and no acquire fence before it (the bug gh-121368 fixed)",
     "seqlock-lock-write-no-fence": "_PySeqLock_LockWrite has no release fence after its CAS to "
                                    "an odd sequence",
+    # dicts and lists with lock-free reads (ftlab/runtime/dictobject.py, listobject.py)
+    "borrowed-setdefault": "PyDict_SetDefaultRef returns PyDict_SetDefault's borrowed value "
+                           "(another thread may replace and free it before it is used)",
+    "dict-keys-freed-at-once": "free_keys_object frees a shared dict's old keys at once, not "
+                               "with _PyMem_FreeDelayed",
+    "dict-lookup-no-keys-recheck": "_Py_dict_lookup_threadsafe does not re-check ma_keys after "
+                                   "the try-incref of the value (a stale table's slot passes)",
+    "list-items-freed-at-once": "free_list_items frees a shared list's old array at once, not "
+                                "with _PyMem_FreeDelayed",
+    "type-cache-version-first": "_PyType_LookupRef's slow path assigns the version after the MRO "
+                                "walk and publishes it before the value (before gh-132942)",
 }
 
 

@@ -28,9 +28,13 @@ owner's BRC queue (`brc.queue_object`).
 Lock-free readers (a dict or list read without the container's lock) use try-incref, which
 refuses a shared field of exactly 0 or exactly MERGED: 0 means the owner may free the object on
 its fast path without any atomic operation, so a racing non-owner increment could revive a
-freed object; MERGED/0 means it is being freed. Writers set MAYBE_WEAKREF on objects stored
-into lock-free-readable slots so that the owner's last decref takes the CAS path, which
-linearises with the reader's CAS. The reader re-checks the slot after its increment, because
+freed object; MERGED/0 means it is being freed. A store into a dict or list does not change
+the stored object's shared field: an object that no other thread has referenced (field 0) makes
+the first lock-free read of it fail, and the reader's locked fallback (the `read_failed`
+path of `_Py_dict_lookup_threadsafe`, `list_item_impl`) takes its reference with
+`_Py_NewRefWithLock`, which adds 4 and sets MAYBE_WEAKREF (weakref creation,
+`_PyObject_SetMaybeWeakref`, is the other way an object gets it). From then on the owner's last decref takes the CAS path, which
+linearises with a reader's CAS. The reader re-checks the slot after its increment, because
 delayed page reuse (mimalloc pages that held objects are kept for their size class until a
 QSBR grace period) lets the address hold a new object of the same size.
 

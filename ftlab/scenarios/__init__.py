@@ -56,11 +56,12 @@ def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import pagelist  # QSBR page lists (gh-145615)
     from ftlab.scenarios import abandoned  # checker coverage: known gaps (issue 12 item 4)
     from ftlab.scenarios import xthread_free  # checker coverage: xthread_free (issue 12 item 2)
+    from ftlab.scenarios import dict as dict_scenarios     # dicts with lock-free reads
 
     scenarios: dict[str, Scenario] = {}
     for module in (engine, refcount, mimalloc_stress, list_resize, gc,
                    critical_section, type_cache, blockcount, lifecycle,
-                   pagelist, abandoned, xthread_free):
+                   pagelist, abandoned, xthread_free, dict_scenarios):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios

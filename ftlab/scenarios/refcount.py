@@ -85,8 +85,10 @@ def _slot_setup(old_type: PyType, new_type: PyType, filler_type: PyType = FILLER
 
 
 async def _new_item(t, tp: PyType, value: int, maybe_weakref: bool = True) -> int:
-    """A new object with `value` in its payload; lock-free-readable items get MAYBE_WEAKREF
-    before they are published (what a dict does)."""
+    """A new object with `value` in its payload. `maybe_weakref`: it is given MAYBE_WEAKREF
+    before it is published, standing for an earlier read of it through a container's locked
+    fallback (`_Py_NewRefWithLock`, what sets it in real 3.13t; a dict or list store does not)
+    or a weak reference to it, so that lock-free reads of it can succeed."""
     o = await t.new_object(tp)
     store_field(t, o, PAYLOAD, value)
     if maybe_weakref:
@@ -242,8 +244,9 @@ MERGE_VS_READER = Scenario(
 # tryincref-zero
 
 async def _reader_with_fallback(t) -> None:
-    """A dict-style read: one lock-free attempt, then the locked path (which sets
-    MAYBE_WEAKREF so that later lock-free reads succeed)."""
+    """A global-variable style read (`_Py_dict_lookup_threadsafe`): one lock-free attempt,
+    then the locked path, whose `_Py_NewRefWithLock` sets MAYBE_WEAKREF (and adds 4) so that
+    later lock-free reads succeed."""
     s = t.shared
     o = await t.mem.load(s.addr, 8, SEQ_CST)
     if o and await t.try_incref_compare(s.addr, o):

@@ -128,7 +128,10 @@ def test_the_race_detector_still_sees_accesses_behind_the_oracle():
 
 def test_list_resize_without_free_delayed_is_a_use_after_free_within_1000_schedules():
     sc = get("list-resize")
-    config = Config(mutations=frozenset({"no-free-delayed"}))
+    # without the race detector: the reader's plain read of the array's capacity before the
+    # free would otherwise be reported first, as a race with the free (the runtime list,
+    # issue 10)
+    config = Config(mutations=frozenset({"no-free-delayed"}), race_detection=False)
     specs = default_portfolio(sc)
     k = pct_steps(sc, "no-free-delayed", config.version)
     strategies = [s.make(0, k) for s in specs]
