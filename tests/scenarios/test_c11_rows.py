@@ -24,8 +24,9 @@ def _first_violation(scenario: str, mutation: str | None, runs: int) -> int | No
 
 @pytest.mark.parametrize("mutation", ["seqlock-end-read-no-fence", "seqlock-lock-write-no-fence"])
 def test_weakened_fence_found_in_c11_not_in_sc(mutation):
-    assert _first_violation("type-cache-c11", mutation, 20) is not None
-    assert _first_violation("type-cache-consistency", mutation, 20) is None
+    # found at random execution 22 (seed 2) since PyMutex_Lock's retries read the newest store
+    assert _first_violation("type-cache-c11", mutation, 60) is not None
+    assert _first_violation("type-cache-consistency", mutation, 60) is None
 
 
 def test_c11_row_is_clean_unmutated():
