@@ -11,6 +11,12 @@ Under the c11 memory model (ftlab/sim/c11.py) a reader with no happens-before ed
 change may still read the value before it, so there the admissible values also include every
 earlier value of the (type, name) pair: a stale value is allowed, a torn one (a value the
 attribute never had, such as another entry's) is not.
+
+The message says which wrong value came back, since the bugs differ: an earlier value of this
+attribute (stale: e.g. a cache entry validated by a version published before its value,
+`type-cache-version-first`), another attribute's value (a torn entry: one entry's name and
+version with another's value, `type-cache-no-seqlock`), "not found" while the attribute was
+defined, or a value no attribute ever had.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ class TypeCacheOracle(Observer):
         self.lookups_checked = 0
         # c11 memory model: (type, name) -> every value it has had (None under SC)
         self.history: dict[tuple[int, int], set[int]] | None = None
+        # value -> the (type, name) pairs it was ever assigned to, to explain a violation
+        self.assigned: dict[int, set[tuple[int, int]]] = {}
 
     @classmethod
     def install(cls, rt: "Runtime") -> "TypeCacheOracle":
@@ -61,6 +69,8 @@ class TypeCacheOracle(Observer):
 
     def type_attr_set(self, t, tp: int, name: int, value: int) -> None:
         self.attrs.setdefault(tp, {})[name] = value
+        if value:
+            self.assigned.setdefault(value, set()).add((tp, name))
         self._changed()
 
     def type_mro_set(self, t, tp: int, mro: list[int]) -> None:
@@ -82,7 +92,24 @@ class TypeCacheOracle(Observer):
             raise ViolationError(
                 "type-cache",
                 f"{t.name} looked up attribute {name:#x} of type {tp:#x} and got {value:#x}, "
-                f"which it never held during the lookup (it held: {was}): a torn cache entry")
+                f"which it never held during the lookup (it held: {was}): "
+                f"{self._explain(tp, name, value)}")
+
+    def _explain(self, tp: int, name: int, value: int) -> str:
+        if value == 0:
+            return "the lookup said not found while the attribute was defined"
+        pairs = sorted(self.assigned.get(value, ()))
+        mro = self.mro.get(tp, [tp])
+        same = [owner for owner, n in pairs if n == name and owner in mro]
+        if same:
+            return (f"a stale value, this attribute's value (defined on type {same[0]:#x}) "
+                    f"before it was replaced or shadowed, which happened before the lookup "
+                    f"started")
+        if pairs:
+            owner, other = pairs[0]
+            return (f"the value of attribute {other:#x} of type {owner:#x}: a torn cache "
+                    f"entry (one attribute's name and version paired with another's value)")
+        return "a value no type attribute was ever assigned"
 
 
 def install(rt: "Runtime") -> None:

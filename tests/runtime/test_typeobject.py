@@ -97,6 +97,23 @@ def test_the_type_cache_oracle_fires_on_a_value_the_attribute_never_held():
     with pytest.raises(ViolationError) as e:
         o.type_lookup_finished(T, 1, 10, 100)   # changed before the lookup started
     assert e.value.kind == "type-cache"
+    assert "stale value" in str(e.value) and "torn" not in str(e.value)
+
+
+def test_the_type_cache_oracle_says_torn_for_another_attributes_value_and_names_the_rest():
+    o = TypeCacheOracle()
+
+    class T:
+        name = "reader"
+
+    o.type_attr_set(None, 1, 10, 100)
+    o.type_attr_set(None, 2, 20, 200)
+    for got, words in ((200, "value of attribute 0x14 of type 0x2: a torn cache entry"),
+                       (0, "said not found"), (999, "no type attribute was ever assigned")):
+        o.type_lookup_started(T, 1, 10)
+        with pytest.raises(ViolationError) as e:
+            o.type_lookup_finished(T, 1, 10, got)
+        assert words in str(e.value), str(e.value)
 
 
 def test_the_type_cache_oracle_follows_the_mro():
