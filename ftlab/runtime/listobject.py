@@ -267,24 +267,52 @@ async def list_item_impl(t: "ThreadState", op: int, i: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # tp_clear and tp_dealloc
 
+def _run_end(raw: bytes, pos: int, word: bytes) -> int:
+    """The end of the run of `word` (8 bytes) starting at `pos` in `raw`: whole-run byte
+    comparisons, galloping then bisecting, so `[None] * 131072` costs ~20 memcmps, not 131072
+    Python steps."""
+    words = (len(raw) - pos) // 8
+    good, k = 1, 2
+    while k <= words and raw[pos:pos + 8 * k] == word * k:
+        good, k = k, 2 * k
+    bad = min(k, words + 1)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if raw[pos:pos + 8 * mid] == word * mid:
+            good = mid
+        else:
+            bad = mid
+    return pos + 8 * good
+
+
 async def _decref_items(t: "ThreadState", items: int, n: int) -> None:
     """`Py_XDECREF` of `items[0:n]`, the last first. The array is read in one go (what the C
-    loop's plain loads read: only this thread can reach it now) and a decref of an immortal
-    item, which changes nothing, is only counted: `[None] * 131072` then costs one access."""
+    loop's plain loads read: only this thread can reach it now). A decref of an immortal item
+    changes nothing (an immortal object stays immortal and a mortal one does not become one),
+    so it is only counted, and a run of one immortal item (`[None] * 131072`) or of NULLs is
+    skipped as a whole; the mortal items are then decref'd from the last to the first."""
     mem = t.mem
-    words = struct.unpack(f"<{n}Q", mem.read_bytes(items, 8 * n)) if n else ()
-    # an immortal object stays immortal and a mortal one does not become immortal: test each
-    # distinct item once
-    distinct = set(words) - {0}
-    immortal = {item for item in distinct if is_immortal(mem, item)}
-    if immortal == distinct:
-        t.rt.stats["refcnt_immortal"] += len(words) - words.count(0)
-        return
-    for item in reversed(words):
-        if item in immortal:
-            t.rt.stats["refcnt_immortal"] += 1
-        elif item:
-            await t.decref(item)
+    raw = mem.read_bytes(items, 8 * n) if n else b""
+    immortal: dict[int, bool] = {0: True}       # NULL: skipped, not counted
+    mortal: list[int] = []
+    skipped = 0
+    pos = 0
+    while pos < len(raw):
+        (item,) = struct.unpack_from("<Q", raw, pos)
+        known = immortal.get(item)
+        if known is None:
+            known = immortal[item] = is_immortal(mem, item)
+        if not known:
+            mortal.append(item)
+            pos += 8
+            continue
+        stop = _run_end(raw, pos, raw[pos:pos + 8])
+        if item:
+            skipped += (stop - pos) // 8
+        pos = stop
+    t.rt.stats["refcnt_immortal"] += skipped
+    for item in reversed(mortal):
+        await t.decref(item)
 
 
 async def list_clear(t: "ThreadState", op: int) -> None:
