@@ -330,7 +330,10 @@ async def _read_failed(t: "ThreadState", mp: int, key: int) -> tuple[int, int]:
 
 async def getitem_ref(t: "ThreadState", mp: int, key: int) -> int:
     """`PyDict_GetItemRef` / a `LOAD_GLOBAL`-style read: a new reference, or 0 if absent."""
-    return (await lookup_threadsafe(t, mp, key))[1]
+    t.rt.observer.dict_lookup_started(t, mp, key)
+    value = (await lookup_threadsafe(t, mp, key))[1]
+    t.rt.observer.dict_lookup_finished(t, mp, key, value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,6 +387,7 @@ async def insertdict(t: "ThreadState", mp: int, key: int, value: int) -> None:
         ep = dk_entries(mem, dk) + n * SIZEOF_UNICODE_ENTRY
         await mem.store(ep + ME_KEY, key, 8, RELEASE, Tag.PAYLOAD)        # STORE_KEY
         await mem.store(ep + ME_VALUE, value, 8, RELEASE, Tag.PAYLOAD)    # STORE_VALUE
+        t.rt.observer.dict_value_set(t, mp, key, value)
         mem.store_u64(dk + DK_USABLE, mem.load_u64(dk + DK_USABLE) - 1, Tag.PAYLOAD)
         mem.store_u64(dk + DK_NENTRIES, n + 1, Tag.PAYLOAD)
         await mem.store(mp + MA_USED, mem.load_u64(mp + MA_USED) + 1, 8, RELAXED, Tag.PAYLOAD)
@@ -392,6 +396,7 @@ async def insertdict(t: "ThreadState", mp: int, key: int, value: int) -> None:
         dk = mem.load_u64(mp + MA_KEYS)
         ep = dk_entries(mem, dk) + ix * SIZEOF_UNICODE_ENTRY
         await mem.store(ep + ME_VALUE, value, 8, RELEASE, Tag.PAYLOAD)    # STORE_VALUE
+        t.rt.observer.dict_value_set(t, mp, key, value)
     await t.decref(old_value)
 
 
@@ -482,6 +487,7 @@ async def dict_clear(t: "ThreadState", mp: int) -> None:
     values = dict_traverse(mem, mp)
     await mem.store(mp + MA_USED, 0, 8, RELAXED, Tag.PAYLOAD)
     await _set_keys(t, mp, 0)
+    t.rt.observer.dict_emptied(t, mp)
     for v in values:
         await t.decref(v)
     await free_keys_object(t, dk, is_dict_shared(mem, mp))

@@ -163,7 +163,7 @@ DICT_RESIZE_READ = Scenario(
     setup=_setup,
     check=_check_resize,
     mutations={"dict-keys-freed-at-once": ("use-after-free", "premature-reuse", "data-race"),
-               "dict-lookup-no-keys-recheck": ("check",)},
+               "dict-lookup-no-keys-recheck": ("dict-lookup",)},
     dfs_bound=2,
     pct_steps=90,
 )

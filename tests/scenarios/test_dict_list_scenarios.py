@@ -51,9 +51,10 @@ def test_each_mutation_is_found_within_1000_schedules_and_replays(name, mutation
     assert (w.kind, w.message, w.step, w.thread) == (v.kind, v.message, v.step, v.thread)
 
 
-def test_dict_lookup_no_keys_recheck_returns_another_keys_object():
+def test_dict_lookup_no_keys_recheck_returns_another_object_at_the_old_values_address():
     r, _ = first_detection(get("dict-resize-read"), "dict-lookup-no-keys-recheck", 1000)
-    assert "was never a value of 'a'" in r.violation.message
+    assert r.violation.kind == "dict-lookup"
+    assert "after the key's value there was freed" in r.violation.message
 
 
 def test_borrowed_setdefault_uses_the_freed_value():
@@ -86,3 +87,31 @@ def test_clean_under_10000_random_and_pct_schedules_and_an_exhaustive_dfs_2(name
         assert _clean(name, strategy, 2500) == 2500
     n = _clean(name, DFS(preemption_bound=2), 200_000)
     assert n < 200_000, "DFS(2) is exhausted"
+
+
+def test_the_dict_lookup_oracle_compares_objects_not_addresses():
+    from ftlab.check.dictlookup import DictLookupOracle
+    from ftlab.sim.violation import ViolationError
+
+    class T:
+        name = "reader"
+
+    o = DictLookupOracle()
+    o.object_created(None, 100, 32, "Value", False)
+    o.dict_value_set(None, 1, 7, 100)
+    o.dict_lookup_started(T, 1, 7)
+    o.object_created(None, 200, 32, "Value", False)
+    o.dict_value_set(None, 1, 7, 200)       # replaced during the lookup: both admissible
+    o.dict_lookup_finished(T, 1, 7, 100)
+    o.dict_lookup_started(T, 1, 7)
+    o.dict_lookup_finished(T, 1, 7, 200)
+    assert o.lookups_checked == 2
+    o.dict_lookup_started(T, 1, 7)
+    o.object_created(None, 200, 32, "Value", False)     # 200 freed, its address reused
+    with pytest.raises(ViolationError) as e:
+        o.dict_lookup_finished(T, 1, 7, 200)
+    assert e.value.kind == "dict-lookup" and "another object" in str(e.value)
+    o.dict_lookup_started(T, 1, 7)
+    with pytest.raises(ViolationError) as e:
+        o.dict_lookup_finished(T, 1, 7, 0)
+    assert "not found" in str(e.value)
