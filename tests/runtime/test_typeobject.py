@@ -157,3 +157,20 @@ def test_mutation_found_and_replayed(name, mutation, kind):
     assert r.violation.kind in kind, str(r.violation)
     again = run(get(name), r.config, Replay(r.schedule))
     assert (again.violation.kind, again.violation.step) == (r.violation.kind, r.violation.step)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("name", ["type-cache-consistency", "type-bases-change"])
+def test_clean_under_10000_random_and_pct_schedules_and_an_exhaustive_dfs_2(name):
+    sc = get(name)
+    config = Config(**sc.config)
+    for strategy, budget in ((Random(101), 2500), (PCT(101, 1, sc.pct_steps), 2500),
+                             (PCT(102, 2, sc.pct_steps), 2500), (PCT(103, 3, sc.pct_steps), 2500),
+                             (DFS(preemption_bound=2), 200_000)):
+        n = 0
+        while n < budget and (chooser := strategy.execution(n)) is not None:
+            r = execute(sc, config, chooser)
+            assert r.ok, f"{name} {strategy.describe()} execution {n}: {r.violation} [{r.schedule}]"
+            n += 1
+        assert n < 200_000, "DFS(2) is exhausted"

@@ -78,7 +78,7 @@ def test_dict_resize_read_processes_the_queue_while_the_reader_runs():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)                  # list-append-index: ~50 ms a run
+@pytest.mark.timeout(3600)                  # list-append-index: ~12 ms a run
 @pytest.mark.parametrize("name", NAMES)
 def test_clean_under_10000_random_and_pct_schedules_and_an_exhaustive_dfs_2(name):
     sc = get(name)
