@@ -60,20 +60,6 @@ def _tick(t: "VThread") -> None:
     vc[i] += 1
 
 
-_FULL = 0xFF
-
-
-def _masks(addr: int, width: int):
-    """(word address, byte mask) for each 8-byte word the `width` bytes at `addr` touch."""
-    end = addr + width
-    word = addr & ~7
-    while word < end:
-        lo = addr - word if addr > word else 0
-        hi = end - word if end < word + 8 else 8
-        yield word, ((1 << hi) - 1) ^ ((1 << lo) - 1)
-        word += 8
-
-
 class RaceDetector:
     __slots__ = ("machine", "locations", "_writes", "_reads", "_sync", "checks")
 
@@ -162,8 +148,36 @@ class RaceDetector:
             # one word: the fast path of every field access
             self._word(t, addr - off, ((1 << width) - 1) << off, addr, width, is_write, atomic, loc)
         else:
-            for word, mask in _masks(addr, width):
-                self._word(t, word, mask, addr, width, is_write, atomic, loc)
+            self._range(t, addr, width, is_write, atomic, loc)
+
+    def _range(self, t: "VThread", addr: int, width: int, is_write: bool, atomic: bool,
+               loc) -> None:
+        """A byte range (memcpy, memset) of more than one word: one access per word. The words
+        inside it with no shadow yet (fresh memory) get their entry without the comparisons."""
+        end = addr + width
+        first = addr & ~7
+        last = (end - 1) & ~7
+        word_of = self._word
+        word_of(t, first, (0xFF << (addr - first)) & 0xFF, addr, width, is_write, atomic, loc)
+        word_of(t, last, 0xFF >> (last + 8 - end), addr, width, is_write, atomic, loc)
+        writes = self._writes
+        reads = self._reads
+        ti = t.index
+        if is_write:
+            entry = (0xFF, ti, t.vc[ti], self.machine.steps, atomic, loc, addr, width)
+            for word in range(first + 8, last, 8):
+                if word in writes or word in reads:
+                    word_of(t, word, 0xFF, addr, width, True, atomic, loc)
+                else:
+                    writes[word] = [entry]
+        else:
+            key = (ti * 2 + atomic) << 8 | 0xFF
+            entry = (t.vc[ti], self.machine.steps, loc, addr, width)
+            for word in range(first + 8, last, 8):
+                if word in writes or word in reads:
+                    word_of(t, word, 0xFF, addr, width, False, atomic, loc)
+                else:
+                    reads[word] = {key: entry}
 
     def _word(self, t: "VThread", word: int, mask: int, addr: int, width: int, is_write: bool,
               atomic: bool, loc) -> None:
