@@ -205,15 +205,15 @@ class RaceDetector:
                 # Drop the reads this write covers and is ordered after: a plain write is
                 # ordered after all of them (else it was reported); an atomic write keeps the
                 # unordered atomic reads.
-                drop = [k for k, r in reads.items()
-                        if not (k & 0xFF) & ~mask
-                        and (not atomic or (k >> 9) == ti
-                             or r[0] <= (vc[k >> 9] if (k >> 9) < nvc else 0))]
-                for k in drop:
-                    del reads[k]
+                if mask == 0xFF and not atomic:
+                    reads.clear()
+                else:
+                    self._drop_reads(reads, mask, atomic, ti, vc)
             entry = (mask, ti, vc[ti], self.machine.steps, atomic, loc, addr, width)
-            if writes is None or (len(writes) == 1 and not writes[0][0] & ~mask):
+            if writes is None:
                 self._writes[word] = [entry]
+            elif len(writes) == 1 and not writes[0][0] & ~mask:
+                writes[0] = entry
             else:
                 writes[:] = [w for w in writes if w[0] & ~mask]
                 writes.append(entry)
@@ -221,6 +221,17 @@ class RaceDetector:
             if reads is None:
                 reads = self._reads[word] = {}
             reads[(ti * 2 + atomic) << 8 | mask] = (vc[ti], self.machine.steps, loc, addr, width)
+
+    @staticmethod
+    def _drop_reads(reads: dict[int, tuple], mask: int, atomic: bool, ti: int,
+                    vc: list[int]) -> None:
+        nvc = len(vc)
+        drop = [k for k, r in reads.items()
+                if not (k & 0xFF) & ~mask
+                and (not atomic or (k >> 9) == ti
+                     or r[0] <= (vc[k >> 9] if (k >> 9) < nvc else 0))]
+        for k in drop:
+            del reads[k]
 
     def _report(self, addr, width, is_write, atomic, t, loc, u, ustep, u_write, u_atomic, uloc,
                 uaddr, uwidth):
