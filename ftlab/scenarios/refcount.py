@@ -11,7 +11,9 @@
   stale try-incref on it is a `use-after-free` or `resurrection`).
 - `slot-replace-debug`: the same with the debug allocator (`PYTHONMALLOC=debug`) and GC
   objects with a pre-header. `debug-fill-header` and `debug-dealloc-heap-bug` fill the freed
-  object's refcount fields with 0xDD, which try-incref accepts (`resurrection`);
+  object's refcount fields with 0xDD, which try-incref accepts (`resurrection`); the fill is a
+  memset over the fields a lock-free reader loads atomically, so it can also be seen first as
+  a `data-race`;
   `debug-offset-bug` leaves the freed object's `ob_type` intact, so it no longer reads as freed
   (`_PyObject_IsFreed`, the check of test_capi.test_mem): the check step reports it.
 - `hand-off`: a thread hands a fresh object to another, which drops the last reference; the
@@ -166,8 +168,8 @@ SLOT_REPLACE_DEBUG = Scenario(
     setup=_slot_setup(GC_ITEM, GC_NEW_ITEM),
     check=_freed_object_reads_as_freed,
     mutations={
-        "debug-fill-header": ("resurrection",),
-        "debug-dealloc-heap-bug": ("resurrection",),
+        "debug-fill-header": ("resurrection", "data-race"),
+        "debug-dealloc-heap-bug": ("resurrection", "data-race"),
         "debug-offset-bug": ("check",),
     },
     pct_steps=60,

@@ -7,11 +7,20 @@ thread's clock on the location; an acquire load or RMW joins it. A relaxed store
 location's release sequence; a relaxed RMW continues it. Sequential consistency at the
 scheduling points does not create happens-before by itself, as in C11.
 
-Each access is kept as an epoch (thread, that thread's clock at the access). Two accesses to the
-same address race when they come from different threads, neither happens before the other, at
-least one writes and at least one is plain (non-atomic). Accesses are keyed by start address, so
-a u32 field and the u64 around it are different locations (no false alarms between neighbouring
-header fields; overlapping accesses of different widths are not compared).
+Each access is kept as an epoch (thread, that thread's clock at the access) in a per-word
+shadow, as TSan's: the 8-byte word at `addr & ~7` holds the last writes and the last reads of its
+bytes, each with a byte mask. Two accesses race when they come from different threads, neither
+happens before the other, their byte masks overlap, at least one writes and at least one is
+plain (non-atomic). A u32 field and the u16 beside it share a word but not a byte, so
+neighbouring header fields never race with each other; a u64 store over both is compared with
+both. A byte range (`read_bytes`, `write_bytes`, `fill`: memcpy and memset) is one access per
+word it touches, so a memcpy over an array is compared with the atomic stores into its items.
+
+Entries per word: a write drops the earlier write and read entries whose bytes it covers
+(FastTrack's "last write"; they happen before it, or this write has just been reported); an
+entry it covers only in part stays, which can only find a race the last-write rule would also
+imply. Reads are kept per (thread, atomic, mask), so a thread reading the word's halves at
+different times keeps both epochs.
 
 With `locations=True` each access also keeps the file, line and function of the first frame
 outside `ftlab/sim`; exploration leaves it off for speed and a failing run is replayed with it on.
@@ -57,9 +66,9 @@ class RaceDetector:
     def __init__(self, locations: bool = False) -> None:
         self.machine: Machine | None = None
         self.locations = locations
-        # addr -> (thread, clock, step, atomic, location) of the last write
-        self._writes: dict[int, tuple] = {}
-        # addr -> {thread * 2 + atomic: (clock, step, location)} of the last reads
+        # word -> [(mask, thread, clock, step, atomic, location, addr, width)] of the last writes
+        self._writes: dict[int, list[tuple]] = {}
+        # word -> {(thread * 2 + atomic) << 8 | mask: (clock, step, location, addr, width)}
         self._reads: dict[int, dict[int, tuple]] = {}
         # addr -> (publisher, clock) of the release sequence on that atomic location
         self._sync: dict[int, tuple[int, list[int]]] = {}
@@ -124,7 +133,7 @@ class RaceDetector:
         return (path, f.f_lineno, f.f_code.co_name)
 
     def plain(self, addr: int, width: int, is_write: bool) -> None:
-        """The AddressSpace hook for plain loads and stores."""
+        """The AddressSpace hook for plain loads and stores, and for byte ranges."""
         self.access(addr, width, is_write, False)
 
     def access(self, addr: int, width: int, is_write: bool, atomic: bool) -> None:
@@ -133,43 +142,107 @@ class RaceDetector:
         if t is None:
             return  # set-up code, before any thread: ordered before everything
         self.checks += 1
+        loc = self._where() if self.locations else None
+        off = addr & 7
+        if off + width <= 8:
+            # one word: the fast path of every field access
+            self._word(t, addr - off, ((1 << width) - 1) << off, addr, width, is_write, atomic, loc)
+        else:
+            self._range(t, addr, width, is_write, atomic, loc)
+
+    def _range(self, t: "VThread", addr: int, width: int, is_write: bool, atomic: bool,
+               loc) -> None:
+        """A byte range (memcpy, memset) of more than one word: one access per word. The words
+        inside it with no shadow yet (fresh memory) get their entry without the comparisons."""
+        end = addr + width
+        first = addr & ~7
+        last = (end - 1) & ~7
+        word_of = self._word
+        word_of(t, first, (0xFF << (addr - first)) & 0xFF, addr, width, is_write, atomic, loc)
+        word_of(t, last, 0xFF >> (last + 8 - end), addr, width, is_write, atomic, loc)
+        writes = self._writes
+        reads = self._reads
+        ti = t.index
+        if is_write:
+            entry = (0xFF, ti, t.vc[ti], self.machine.steps, atomic, loc, addr, width)
+            for word in range(first + 8, last, 8):
+                if word in writes or word in reads:
+                    word_of(t, word, 0xFF, addr, width, True, atomic, loc)
+                else:
+                    writes[word] = [entry]
+        else:
+            key = (ti * 2 + atomic) << 8 | 0xFF
+            entry = (t.vc[ti], self.machine.steps, loc, addr, width)
+            for word in range(first + 8, last, 8):
+                if word in writes or word in reads:
+                    word_of(t, word, 0xFF, addr, width, False, atomic, loc)
+                else:
+                    reads[word] = {key: entry}
+
+    def _word(self, t: "VThread", word: int, mask: int, addr: int, width: int, is_write: bool,
+              atomic: bool, loc) -> None:
         ti = t.index
         vc = t.vc
         nvc = len(vc)
-        loc = self._where() if self.locations else None
-        w = self._writes.get(addr)
-        if w is not None and w[0] != ti and not (atomic and w[3]):
-            u = w[0]
-            if w[1] > (vc[u] if u < nvc else 0):
-                self._report(addr, width, is_write, atomic, t, loc, u, w[2], True, w[3], w[4])
-        reads = self._reads.get(addr)
+        writes = self._writes.get(word)
+        if writes is not None:
+            for w in writes:
+                u = w[1]
+                if (w[0] & mask and u != ti and not (atomic and w[4])
+                        and w[2] > (vc[u] if u < nvc else 0)):
+                    self._report(addr, width, is_write, atomic, t, loc, u, w[3], True, w[4],
+                                 w[5], w[6], w[7])
+        reads = self._reads.get(word)
         if is_write:
             if reads:
                 for key, r in reads.items():
-                    u, r_atomic = key >> 1, key & 1
-                    if u != ti and not (atomic and r_atomic) and r[0] > (vc[u] if u < nvc else 0):
-                        self._report(addr, width, True, atomic, t, loc, u, r[1], False, r_atomic, r[2])
-                if atomic:
-                    # keep the atomic reads this write is not ordered after
-                    for key in [k for k, r in reads.items()
-                                if (k >> 1) == ti or r[0] <= (vc[k >> 1] if (k >> 1) < nvc else 0)]:
-                        del reads[key]
-                else:
+                    u = key >> 9
+                    r_atomic = (key >> 8) & 1
+                    if (key & mask and u != ti and not (atomic and r_atomic)
+                            and r[0] > (vc[u] if u < nvc else 0)):
+                        self._report(addr, width, True, atomic, t, loc, u, r[1], False, r_atomic,
+                                     r[2], r[3], r[4])
+                # Drop the reads this write covers and is ordered after: a plain write is
+                # ordered after all of them (else it was reported); an atomic write keeps the
+                # unordered atomic reads.
+                if mask == 0xFF and not atomic:
                     reads.clear()
-            self._writes[addr] = (ti, vc[ti], m.steps, atomic, loc)
+                else:
+                    self._drop_reads(reads, mask, atomic, ti, vc)
+            entry = (mask, ti, vc[ti], self.machine.steps, atomic, loc, addr, width)
+            if writes is None:
+                self._writes[word] = [entry]
+            elif len(writes) == 1 and not writes[0][0] & ~mask:
+                writes[0] = entry
+            else:
+                writes[:] = [w for w in writes if w[0] & ~mask]
+                writes.append(entry)
         else:
             if reads is None:
-                reads = self._reads[addr] = {}
-            reads[ti * 2 + atomic] = (vc[ti], m.steps, loc)
+                reads = self._reads[word] = {}
+            reads[(ti * 2 + atomic) << 8 | mask] = (vc[ti], self.machine.steps, loc, addr, width)
 
-    def _report(self, addr, width, is_write, atomic, t, loc, u, ustep, u_write, u_atomic, uloc):
+    @staticmethod
+    def _drop_reads(reads: dict[int, tuple], mask: int, atomic: bool, ti: int,
+                    vc: list[int]) -> None:
+        nvc = len(vc)
+        drop = [k for k, r in reads.items()
+                if not (k & 0xFF) & ~mask
+                and (not atomic or (k >> 9) == ti
+                     or r[0] <= (vc[k >> 9] if (k >> 9) < nvc else 0))]
+        for k in drop:
+            del reads[k]
+
+    def _report(self, addr, width, is_write, atomic, t, loc, u, ustep, u_write, u_atomic, uloc,
+                uaddr, uwidth):
         m = self.machine
         def kind(write, atom):
             return f"{'atomic' if atom else 'plain'} {'write' if write else 'read'}"
         other = m.threads[u]
+        theirs = "" if (uaddr, uwidth) == (addr, width) else f" of {uwidth} bytes at {uaddr:#x}"
         msg = (f"{kind(is_write, atomic)} of {width} bytes at {addr:#x} by {t.label} at step "
-               f"{m.steps} races with the {kind(u_write, u_atomic)} by {other.label} at step "
-               f"{ustep}: neither happens before the other")
+               f"{m.steps} races with the {kind(u_write, u_atomic)}{theirs} by {other.label} at "
+               f"step {ustep}: neither happens before the other")
         details = []
         for who, step, where in ((t.label, m.steps, loc), (other.label, ustep, uloc)):
             if where is not None:
