@@ -10,16 +10,19 @@ scheduling points does not create happens-before by itself, as in C11.
 Each access is kept as an epoch (thread, that thread's clock at the access) in a per-word
 shadow, as TSan's: the 8-byte word at `addr & ~7` holds the last writes and the last reads of its
 bytes, each with a byte mask. Two accesses race when they come from different threads, neither
-happens before the other, their byte masks overlap, at least one writes and at least one is
-plain (non-atomic). A u32 field and the u16 beside it share a word but not a byte, so
-neighbouring header fields never race with each other; a u64 store over both is compared with
-both. A byte range (`read_bytes`, `write_bytes`, `fill`: memcpy and memset) is one access per
-word it touches, so a memcpy over an array is compared with the atomic stores into its items.
+happens before the other, their bytes overlap, at least one writes and at least one is plain
+(non-atomic). A u32 field and the u16 beside it share a word but not a byte, so neighbouring
+header fields never race with each other; a u64 store over both is compared with both.
 
-Entries per word: a write drops the earlier write and read entries whose bytes it covers
-(FastTrack's "last write"; they happen before it, or this write has just been reported); an
-entry it covers only in part stays, which can only find a race the last-write rule would also
-imply. Reads are kept per (thread, atomic, mask), so a thread reading the word's halves at
+Byte ranges (`read_bytes`, `write_bytes`, `fill`: memcpy and memset) are compared with every
+access inside them. A short one is one access per word; a long one (more than `RANGE_WORDS`
+words) is one record per 4 KiB page it touches, compared with the records and the word entries
+of those pages, so a 1 MiB memcpy costs 256 records, not 131,072 entries.
+
+What is kept: a write drops the earlier entries whose bytes it covers (FastTrack's "last
+write": they happen before it, or this write has just been reported); an entry it covers only
+in part stays, and a kept entry that happens before a later access can never be reported
+against it. Reads are kept per (thread, atomic, mask), so a thread reading a word's halves at
 different times keeps both epochs.
 
 With `locations=True` each access also keeps the file, line and function of the first frame
@@ -60,8 +63,14 @@ def _tick(t: "VThread") -> None:
     vc[i] += 1
 
 
+# A byte range of more words than this is kept as page records, not word entries.
+RANGE_WORDS = 8
+PAGE_SHIFT = 12
+
+
 class RaceDetector:
-    __slots__ = ("machine", "locations", "_writes", "_reads", "_sync", "checks")
+    __slots__ = ("machine", "locations", "_writes", "_reads", "_ranges", "_paged", "_sync",
+                 "checks")
 
     def __init__(self, locations: bool = False) -> None:
         self.machine: Machine | None = None
@@ -70,6 +79,11 @@ class RaceDetector:
         self._writes: dict[int, list[tuple]] = {}
         # word -> {(thread * 2 + atomic) << 8 | mask: (clock, step, location, addr, width)}
         self._reads: dict[int, dict[int, tuple]] = {}
+        # page -> [(lo, hi, thread, clock, step, is_write, location)] of the long plain ranges
+        self._ranges: dict[int, list[tuple]] = {}
+        # page -> the words with entries in _writes/_reads, in first-touch order (a dict as an
+        # ordered set), for the long ranges to find them
+        self._paged: dict[int, dict[int, None]] = {}
         # addr -> (publisher, clock) of the release sequence on that atomic location
         self._sync: dict[int, tuple[int, list[int]]] = {}
         self.checks = 0
@@ -147,37 +161,81 @@ class RaceDetector:
         if off + width <= 8:
             # one word: the fast path of every field access
             self._word(t, addr - off, ((1 << width) - 1) << off, addr, width, is_write, atomic, loc)
+        elif width <= 8 * RANGE_WORDS:
+            end = addr + width
+            word = addr - off
+            while word < end:
+                lo = addr - word if addr > word else 0
+                hi = end - word if end < word + 8 else 8
+                self._word(t, word, ((1 << hi) - 1) ^ ((1 << lo) - 1), addr, width, is_write,
+                           atomic, loc)
+                word += 8
         else:
-            self._range(t, addr, width, is_write, atomic, loc)
+            self._range(t, addr, width, is_write, loc)
 
-    def _range(self, t: "VThread", addr: int, width: int, is_write: bool, atomic: bool,
-               loc) -> None:
-        """A byte range (memcpy, memset) of more than one word: one access per word. The words
-        inside it with no shadow yet (fresh memory) get their entry without the comparisons."""
-        end = addr + width
-        first = addr & ~7
-        last = (end - 1) & ~7
-        word_of = self._word
-        word_of(t, first, (0xFF << (addr - first)) & 0xFF, addr, width, is_write, atomic, loc)
-        word_of(t, last, 0xFF >> (last + 8 - end), addr, width, is_write, atomic, loc)
+    def _range(self, t: "VThread", addr: int, width: int, is_write: bool, loc) -> None:
+        """A long plain byte range (memcpy, memset): compared page by page with the word
+        entries and the range records there, then recorded once per page."""
+        lo, hi = addr, addr + width
+        ti = t.index
+        vc = t.vc
+        nvc = len(vc)
         writes = self._writes
         reads = self._reads
-        ti = t.index
-        if is_write:
-            entry = (0xFF, ti, t.vc[ti], self.machine.steps, atomic, loc, addr, width)
-            for word in range(first + 8, last, 8):
-                if word in writes or word in reads:
-                    word_of(t, word, 0xFF, addr, width, True, atomic, loc)
-                else:
-                    writes[word] = [entry]
+        p0, p1 = lo >> PAGE_SHIFT, (hi - 1) >> PAGE_SHIFT
+        for page in range(p0, p1 + 1):
+            words = self._paged.get(page)
+            if words:
+                covered = []
+                for word in words:
+                    if word + 8 <= lo or word >= hi:
+                        continue
+                    a = lo - word if lo > word else 0
+                    b = hi - word if hi < word + 8 else 8
+                    mask = ((1 << b) - 1) ^ ((1 << a) - 1)
+                    for w in writes.get(word, ()):
+                        u = w[1]
+                        if w[0] & mask and u != ti and w[2] > (vc[u] if u < nvc else 0):
+                            self._report(addr, width, is_write, False, t, loc, u, w[3], True, w[4],
+                                         w[5], w[6], w[7])
+                    rd = reads.get(word)
+                    if is_write and rd:
+                        for key, r in rd.items():
+                            u = key >> 9
+                            if key & mask and u != ti and r[0] > (vc[u] if u < nvc else 0):
+                                self._report(addr, width, True, False, t, loc, u, r[1], False,
+                                             (key >> 8) & 1, r[2], r[3], r[4])
+                    if is_write and mask == 0xFF:
+                        covered.append(word)
+                for word in covered:        # ordered before this write: superseded
+                    writes.pop(word, None)
+                    reads.pop(word, None)
+                    del words[word]
+            recs = self._ranges.get(page)
+            if recs:
+                for r in recs:
+                    u = r[2]
+                    if (r[0] < hi and lo < r[1] and u != ti and (is_write or r[5])
+                            and r[3] > (vc[u] if u < nvc else 0)):
+                        self._report(addr, width, is_write, False, t, loc, u, r[4], r[5], False,
+                                     r[6], r[0], r[1] - r[0])
+        rec = (lo, hi, ti, vc[ti], self.machine.steps, is_write, loc)
+        for page in range(p0, p1 + 1):
+            recs = self._ranges.get(page)
+            if recs is None:
+                self._ranges[page] = [rec]
+            else:
+                # superseded: what a write covers, and this thread's earlier reads it re-reads
+                recs[:] = [r for r in recs if not (lo <= r[0] and r[1] <= hi
+                                                   and (is_write or (r[2] == ti and not r[5])))]
+                recs.append(rec)
+
+    def _touch(self, word: int) -> None:
+        words = self._paged.get(word >> PAGE_SHIFT)
+        if words is None:
+            self._paged[word >> PAGE_SHIFT] = {word: None}
         else:
-            key = (ti * 2 + atomic) << 8 | 0xFF
-            entry = (t.vc[ti], self.machine.steps, loc, addr, width)
-            for word in range(first + 8, last, 8):
-                if word in writes or word in reads:
-                    word_of(t, word, 0xFF, addr, width, False, atomic, loc)
-                else:
-                    reads[word] = {key: entry}
+            words[word] = None
 
     def _word(self, t: "VThread", word: int, mask: int, addr: int, width: int, is_write: bool,
               atomic: bool, loc) -> None:
@@ -192,6 +250,16 @@ class RaceDetector:
                         and w[2] > (vc[u] if u < nvc else 0)):
                     self._report(addr, width, is_write, atomic, t, loc, u, w[3], True, w[4],
                                  w[5], w[6], w[7])
+        ranges = self._ranges.get(word >> PAGE_SHIFT)
+        if ranges:
+            a0 = word + (mask & -mask).bit_length() - 1
+            a1 = word + mask.bit_length()
+            for r in ranges:
+                u = r[2]
+                if (r[0] < a1 and a0 < r[1] and u != ti and (is_write or r[5])
+                        and r[3] > (vc[u] if u < nvc else 0)):
+                    self._report(addr, width, is_write, atomic, t, loc, u, r[4], r[5], False,
+                                 r[6], r[0], r[1] - r[0])
         reads = self._reads.get(word)
         if is_write:
             if reads:
@@ -212,6 +280,7 @@ class RaceDetector:
             entry = (mask, ti, vc[ti], self.machine.steps, atomic, loc, addr, width)
             if writes is None:
                 self._writes[word] = [entry]
+                self._touch(word)
             elif len(writes) == 1 and not writes[0][0] & ~mask:
                 writes[0] = entry
             else:
@@ -220,6 +289,7 @@ class RaceDetector:
         else:
             if reads is None:
                 reads = self._reads[word] = {}
+                self._touch(word)
             reads[(ti * 2 + atomic) << 8 | mask] = (vc[ti], self.machine.steps, loc, addr, width)
 
     @staticmethod

@@ -25,7 +25,7 @@ def _all_schedules(build, bound=None):
 
 def _scratch(m):
     base = m.mem.reserve(1 << 16)
-    m.mem.commit(base, 4096)
+    m.mem.commit(base, 4 * 4096)
     return base
 
 
@@ -307,3 +307,57 @@ def test_reads_of_the_two_halves_of_a_word_keep_their_own_epochs():
 
     found = _all_schedules(build)
     assert len(found) > 2 and found == [None] * len(found)
+
+
+def test_long_ranges_across_pages_race_with_what_they_overlap_only():
+    """Ranges of more than RANGE_WORDS words are page records: compared with word accesses and
+    with other ranges, across a page boundary, and not with what lies beside them."""
+    async def memset_two_pages(t, x):
+        t.mem.fill(x + 4000, 200, 0)                          # crosses into the next page
+
+    async def store_in_second_page(t, x):
+        await t.mem.store(x + 4096 + 64, 1, order=RELEASE)
+
+    async def store_beside(t, x):
+        t.mem.store_u64(x + 4200, 1)                          # the first byte after it
+
+    async def copy_over(t, x):
+        t.mem.write_bytes(x + 4100, t.mem.read_bytes(x + 8192, 100))
+
+    async def copy_beside(t, x):
+        t.mem.write_bytes(x + 4200, bytes(100))
+
+    for other in (store_in_second_page, copy_over):
+        found = _pair(memset_two_pages, other)
+        assert all(v is not None and v.kind == "data-race" for v in found), other.__name__
+    for other in (store_beside, copy_beside):
+        assert _pair(memset_two_pages, other) == [None, None], other.__name__
+
+
+def test_long_reads_do_not_race_with_each_other_and_a_long_write_supersedes():
+    async def long_read(t, x):
+        t.mem.read_bytes(x, 1000)
+
+    assert _pair(long_read, long_read) == [None, None]
+
+    def build(m):
+        x = _scratch(m)
+        mu = Mutex(m, "mu")
+
+        async def a(t):
+            await mu.lock()
+            t.mem.store_u64(x + 8, 1)
+            t.mem.fill(x, 1000, 0)       # covers a's own word entry
+            await mu.unlock()
+
+        async def b(t):
+            await mu.lock()
+            t.mem.load_u64(x + 8)
+            t.mem.write_bytes(x, bytes(1000))
+            await mu.unlock()
+
+        m.spawn(a)
+        m.spawn(b)
+
+    found = _all_schedules(build)
+    assert len(found) >= 2 and found == [None] * len(found)
