@@ -93,7 +93,8 @@ waiting in a delayed-free queue or on a QSBR page list are still allocated. Inva
 `block-count`): the count equals the number of blocks handed out and not freed at that moment.
 
 Mutations: `no-free-delayed` (`free_delayed` frees at once), `no-page-delay` (`page_maybe_free`
-frees at once); block counting: `blockcount-skips-abandoned` (the abandoned pool is not
+frees at once), `free-delayed-stale-goal` (an item's goal is the write sequence read before the
+advance); block counting: `blockcount-skips-abandoned` (the abandoned pool is not
 visited: dead threads' blocks vanish until a thread reclaims them), `blockcount-no-stw` (the
 pages are walked, and collected, while their owners run), `blockcount-no-collect` (`used` is
 read before the cross-thread frees are collected).
@@ -330,6 +331,16 @@ def should_advance_qsbr_for_page(q: "_qsbr.QsbrThreadState", page: "Page") -> bo
 
 async def _free_goal(t: "ThreadState", size: int) -> int:
     q = t.qsbr
+    if t.rt.mutated("free-delayed-stale-goal"):
+        # The write sequence before any advance: a goal already reached by every thread that
+        # has quiesced since the last advance, even one that loaded the pointer afterwards.
+        stale = await _qsbr.shared_current(q.shared)
+        await _free_goal_faithful(t, q, size)
+        return stale
+    return await _free_goal_faithful(t, q, size)
+
+
+async def _free_goal_faithful(t: "ThreadState", q: "_qsbr.QsbrThreadState", size: int) -> int:
     if not _revised(t.rt):
         return await _qsbr.deferred_advance(q)
     if should_advance_qsbr_for_free(q, size):
