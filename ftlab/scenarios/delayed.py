@@ -13,7 +13,8 @@ may still hold both pointers, then the freed memory reused.
   - `X`, under 3.13.0, by its death: it is a GC object marked SHARED_INLINE, whose
     `PyObject_GC_Del` calls `_PyObject_FreeDelayed` (an object item that `PyObject_Free`s it);
     under 3.14 and main by `_PyObject_XDecRefDelayed(X)`, the slot's reference dropped once
-    safe (an object item that `Py_DECREF`s it: X is deallocated and freed then);
+    safe (an object item that `Py_DECREF`s it: X is deallocated and freed then); X is queued
+    before R, so that its `shared_next` goal is the one R's advance reaches;
   - processing, 3.13.0: the 254th item fills the work chunk and `free_delayed` calls
     `_PyMem_ProcessDelayed` itself (the writer frees 252 small filler blocks the same way, with
     one periodic check after the tenth, whose `_Py_qsbr_deferred_advance` advanced `wr_seq`);
@@ -108,15 +109,18 @@ async def _writer(t) -> None:
     store_field(t, x2, PAYLOAD, 1)
     await t.mem.store(s.raw_slot, r2, 8, SEQ_CST)
     await t.mem.store(s.obj_slot, x2, 8, SEQ_CST)
-    await t.free_delayed(r, RAW_SIZE)
     if s.version == "3.13.0":
+        await t.free_delayed(r, RAW_SIZE)
         await t.decref(x)                   # dealloc: PyObject_GC_Del -> _PyObject_FreeDelayed
         for i in range(FILLERS):            # the 254th item processes the queue
             await t.free_delayed(await t.malloc(FILLER_SIZE), FILLER_SIZE)
             if i == 9:
                 await t.periodic_check()    # after the deferred advance: the writer's seq
     else:
+        # X first: its goal is `shared_next`, which R's advance then reaches (R second would
+        # leave X waiting for some later advance, as C does).
         await t.object_free_delayed(x)      # _PyObject_XDecRefDelayed: the slot's reference
+        await t.free_delayed(r, RAW_SIZE)   # over 1 MiB: advance, should_process
         await t.periodic_check()            # the merge, then _PyMem_ProcessDelayed
 
     # Reuse: another size of raw block and another size class of object.
