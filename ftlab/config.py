@@ -102,6 +102,8 @@ MUTATIONS: dict[str, str] = {
     "free-delayed-stale-goal": "free_delayed gives an item the write sequence read before its "
                                "advance (a goal a thread that quiesced before loading the "
                                "pointer has already reached)",
+    "reclaim-ignores-goal": "_PyMem_mi_page_is_safe_to_free says an abandoned all-free page "
+                            "is safe without looking at its QSBR goal",
 }
 
 

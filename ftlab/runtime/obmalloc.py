@@ -94,7 +94,8 @@ waiting in a delayed-free queue or on a QSBR page list are still allocated. Inva
 
 Mutations: `no-free-delayed` (`free_delayed` frees at once), `no-page-delay` (`page_maybe_free`
 frees at once), `free-delayed-stale-goal` (an item's goal is the write sequence read before the
-advance); block counting: `blockcount-skips-abandoned` (the abandoned pool is not
+advance), `reclaim-ignores-goal` (`page_is_safe_to_free` frees an abandoned all-free page
+without looking at its goal); block counting: `blockcount-skips-abandoned` (the abandoned pool is not
 visited: dead threads' blocks vanish until a thread reclaims them), `blockcount-no-stw` (the
 pages are walked, and collected, while their owners run), `blockcount-no-collect` (`used` is
 read before the cross-thread frees are collected).
@@ -653,7 +654,7 @@ class QsbrPageHooks(MiHooks):
         its goal is reached (the cached `rd_seq`, no scan)."""
         assert page.used == 0 and not page.qsbr_linked, (
             "a reclaimed page asked about is not all free, or is still on a QSBR page list")
-        if page.use_qsbr and page.qsbr_goal != 0:
+        if page.use_qsbr and page.qsbr_goal != 0 and not self.rt.mutated("reclaim-ignores-goal"):
             t = self._current()
             if t is None or t.qsbr is None:
                 return False
