@@ -6,7 +6,8 @@ may still hold both pointers, then the freed memory reused.
   `PyMem_Malloc` block `R` and an object `X` in two slots and starts a reader. The reader passes
   a quiescent state, loads both pointers without a lock and reads their payloads twice, with a
   periodic check (its next quiescent state) only after the second read: in between it holds
-  both pointers, borrowed, with no reference. The writer unlinks both (the slots get new ones),
+  both pointers, borrowed, with no reference. It does this twice, so that the queue can be
+  processed, and the memory reused, while it reads again (the old pointers or the new ones). The writer unlinks both (the slots get new ones),
   hands them to the delayed-free queue and makes the queue be processed:
 
   - `R` by `_PyMem_FreeDelayed(R, size)`;
@@ -78,14 +79,16 @@ async def _read(t, what: str, p: int, offset: int) -> None:
 async def _reader(t) -> None:
     s = t.shared
     await t.decref(s.token)                 # a BRC merge request to the writer, its owner
-    await t.periodic_check()                # quiescent: holds no pointer yet
-    r = await t.mem.load(s.raw_slot, 8, SEQ_CST)
-    x = await t.mem.load(s.obj_slot, 8, SEQ_CST)
-    await s.loaded.set()
-    for _ in range(2):                      # borrowed reads: no reference taken
-        await _read(t, "the raw block", r, 0)
-        await _read(t, "the object", x, PAYLOAD)
-    await t.periodic_check()                # its next quiescent state: done with both
+    for i in range(2):
+        await t.periodic_check()            # quiescent: holds no pointer
+        r = await t.mem.load(s.raw_slot, 8, SEQ_CST)
+        x = await t.mem.load(s.obj_slot, 8, SEQ_CST)
+        if i == 0:
+            await s.loaded.set()
+        for _ in range(2):                  # borrowed reads: no reference taken
+            await _read(t, "the raw block", r, 0)
+            await _read(t, "the object", x, PAYLOAD)
+    await t.periodic_check()
 
 
 async def _writer(t) -> None:
