@@ -104,6 +104,8 @@ MUTATIONS: dict[str, str] = {
                                "pointer has already reached)",
     "reclaim-ignores-goal": "_PyMem_mi_page_is_safe_to_free says an abandoned all-free page "
                             "is safe without looking at its QSBR goal",
+    "merge-keeps-tid": "_Py_MergeZeroLocalRefcount does not clear ob_tid: the merged object "
+                       "still looks owned, so the owner's try-incref takes a local reference",
 }
 
 

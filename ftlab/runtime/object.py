@@ -534,7 +534,7 @@ async def merge_zero_local_refcount(t: "ThreadState", op: int) -> None:
         return
     rt.observer.merge_started(t, op)
     bug = rt.config.mutated("merge-order-bug")
-    if not bug:
+    if not bug and not rt.config.mutated("merge-keeps-tid"):
         await _on_live(t, op, "ob_tid (merge)",
                        mem.store(op + OB_TID, UNOWNED_TID, 8, RELAXED, Tag.HEADER))
     while True:

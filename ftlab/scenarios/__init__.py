@@ -59,12 +59,13 @@ def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import dict as dict_scenarios     # dicts with lock-free reads
     from ftlab.scenarios import delayed  # checker coverage: delayed-free processing (issue 12)
     from ftlab.scenarios import reclaim  # checker coverage: third-thread reclaim (issue 12)
+    from ftlab.scenarios import tryincref_owner  # checker coverage: owner's try-incref (12)
 
     scenarios: dict[str, Scenario] = {}
     for module in (engine, refcount, mimalloc_stress, list_resize, gc,
                    critical_section, type_cache, blockcount, lifecycle,
                    pagelist, abandoned, xthread_free, dict_scenarios,
-                   delayed, reclaim):
+                   delayed, reclaim, tryincref_owner):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios
