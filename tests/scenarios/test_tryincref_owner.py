@@ -82,7 +82,7 @@ def test_the_refcount_oracle_catches_a_non_owner_on_the_local_path(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize("version", ["3.13.0", "3.14"])
+@pytest.mark.parametrize("version", ["3.14"])
 def test_clean_under_10000_random_and_pct_schedules_and_dfs(version):
     sc = get(NAME)
     config = Config(version=version)
