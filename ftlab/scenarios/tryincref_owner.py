@@ -98,5 +98,8 @@ SCENARIOS = [
                                        "data-race")},
         pct_steps=60,
         versions=("3.14",),     # reference counting is the same under every version policy
+        # a Py_DEBUG build (mimalloc MI_DEBUG=2): its double-free and padding checks run on
+        # every free here, with the other thread alive
+        config={"pydebug": True},
     ),
 ]
