@@ -98,6 +98,14 @@ MUTATIONS: dict[str, str] = {
                                 "with _PyMem_FreeDelayed",
     "type-cache-version-first": "_PyType_LookupRef's slow path assigns the version after the MRO "
                                 "walk and publishes it before the value (before gh-132942)",
+    # checker coverage (issue 12 item 2): delayed-free processing with a reader alive
+    "free-delayed-stale-goal": "free_delayed gives an item the write sequence read before its "
+                               "advance (a goal a thread that quiesced before loading the "
+                               "pointer has already reached)",
+    "reclaim-ignores-goal": "_PyMem_mi_page_is_safe_to_free says an abandoned all-free page "
+                            "is safe without looking at its QSBR goal",
+    "merge-keeps-tid": "_Py_MergeZeroLocalRefcount does not clear ob_tid: the merged object "
+                       "still looks owned, so the owner's try-incref takes a local reference",
 }
 
 

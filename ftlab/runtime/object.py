@@ -131,6 +131,7 @@ GC_BITS_FINALIZED = 1 << 1              # tp_finalize was called
 GC_BITS_UNREACHABLE = 1 << 2            # set by the GC during a collection
 GC_BITS_FROZEN = 1 << 3
 GC_BITS_SHARED = 1 << 4                 # may be read lock-free: free its buffers with QSBR
+GC_BITS_SHARED_INLINE = 1 << 5          # 3.13: the object's own memory is read lock-free
 GC_BITS_DEFERRED = 1 << 6
 
 _U64 = (1 << 64) - 1
@@ -421,6 +422,13 @@ async def dealloc(t: "ThreadState", op: int) -> None:
         from ftlab.runtime import gc as _gc
         rt.observer.gc_object_freed(t, op)
         await _gc.record_deallocation(t)
+        if gc_bits(t.mem, op) & GC_BITS_SHARED_INLINE and rt.config.version == "3.13.0":
+            # 3.13's PyObject_GC_Del: an object whose memory others read without a lock is
+            # freed with `_PyObject_FreeDelayed` (the 3.14 policy's object items are deferred
+            # decrefs instead, `_PyObject_XDecRefDelayed`: obmalloc.free_work_item).
+            from ftlab.runtime import obmalloc as _obmalloc
+            await _obmalloc.object_free_delayed(t, op - tp.presize)
+            return
     await object_free(t, op - (tp.presize if tp is not None else 0))
 
 
@@ -526,7 +534,7 @@ async def merge_zero_local_refcount(t: "ThreadState", op: int) -> None:
         return
     rt.observer.merge_started(t, op)
     bug = rt.config.mutated("merge-order-bug")
-    if not bug:
+    if not bug and not rt.config.mutated("merge-keeps-tid"):
         await _on_live(t, op, "ob_tid (merge)",
                        mem.store(op + OB_TID, UNOWNED_TID, 8, RELAXED, Tag.HEADER))
     while True:

@@ -93,7 +93,9 @@ waiting in a delayed-free queue or on a QSBR page list are still allocated. Inva
 `block-count`): the count equals the number of blocks handed out and not freed at that moment.
 
 Mutations: `no-free-delayed` (`free_delayed` frees at once), `no-page-delay` (`page_maybe_free`
-frees at once); block counting: `blockcount-skips-abandoned` (the abandoned pool is not
+frees at once), `free-delayed-stale-goal` (an item's goal is the write sequence read before the
+advance), `reclaim-ignores-goal` (`page_is_safe_to_free` frees an abandoned all-free page
+without looking at its goal); block counting: `blockcount-skips-abandoned` (the abandoned pool is not
 visited: dead threads' blocks vanish until a thread reclaims them), `blockcount-no-stw` (the
 pages are walked, and collected, while their owners run), `blockcount-no-collect` (`used` is
 read before the cross-thread frees are collected).
@@ -330,6 +332,16 @@ def should_advance_qsbr_for_page(q: "_qsbr.QsbrThreadState", page: "Page") -> bo
 
 async def _free_goal(t: "ThreadState", size: int) -> int:
     q = t.qsbr
+    if t.rt.mutated("free-delayed-stale-goal"):
+        # The write sequence before any advance: a goal already reached by every thread that
+        # has quiesced since the last advance, even one that loaded the pointer afterwards.
+        stale = await _qsbr.shared_current(q.shared)
+        await _free_goal_faithful(t, q, size)
+        return stale
+    return await _free_goal_faithful(t, q, size)
+
+
+async def _free_goal_faithful(t: "ThreadState", q: "_qsbr.QsbrThreadState", size: int) -> int:
     if not _revised(t.rt):
         return await _qsbr.deferred_advance(q)
     if should_advance_qsbr_for_free(q, size):
@@ -642,7 +654,7 @@ class QsbrPageHooks(MiHooks):
         its goal is reached (the cached `rd_seq`, no scan)."""
         assert page.used == 0 and not page.qsbr_linked, (
             "a reclaimed page asked about is not all free, or is still on a QSBR page list")
-        if page.use_qsbr and page.qsbr_goal != 0:
+        if page.use_qsbr and page.qsbr_goal != 0 and not self.rt.mutated("reclaim-ignores-goal"):
             t = self._current()
             if t is None or t.qsbr is None:
                 return False

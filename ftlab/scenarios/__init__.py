@@ -57,11 +57,15 @@ def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import abandoned  # checker coverage: known gaps (issue 12 item 4)
     from ftlab.scenarios import xthread_free  # checker coverage: xthread_free (issue 12 item 2)
     from ftlab.scenarios import dict as dict_scenarios     # dicts with lock-free reads
+    from ftlab.scenarios import delayed  # checker coverage: delayed-free processing (issue 12)
+    from ftlab.scenarios import reclaim  # checker coverage: third-thread reclaim (issue 12)
+    from ftlab.scenarios import tryincref_owner  # checker coverage: owner's try-incref (12)
 
     scenarios: dict[str, Scenario] = {}
     for module in (engine, refcount, mimalloc_stress, list_resize, gc,
                    critical_section, type_cache, blockcount, lifecycle,
-                   pagelist, abandoned, xthread_free, dict_scenarios):
+                   pagelist, abandoned, xthread_free, dict_scenarios,
+                   delayed, reclaim, tryincref_owner):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios
