@@ -79,7 +79,12 @@ the fix link it on the current thread's (mutation `qsbr-page-list-current-thread
 retired from the full queue is moved back to its size-class queue (`_mi_page_unfull`) before it
 waits, since allocation never searches the full queue; before the fix it stayed there, stranded
 until its goal freed it (`qsbr-page-stranded`). The third part of PR #145626 (the goal cleared
-in `_mi_page_thread_free_collect` only when `used == 0`) is not modelled. The `page-list`
+in `_mi_page_thread_free_collect` only when `used == 0`) is not modelled: the fixed source
+could not be read, and the reference's one-line summary does not say where a page that is
+reused while listed (allocated from again, `used > 0`) loses its goal. Taken literally it
+would keep a stale goal on such a page, so its next `_PyMem_mi_page_maybe_free` could free
+it at that old goal while a lock-free reader still holds a block freed since; modelling it
+needs the fixed `page.c`/`obmalloc.c`. The `page-list`
 oracle (`ftlab.check.pagelist`) checks the lists through the `qsbr_page_linked` and
 `qsbr_page_unlinked` events.
 
