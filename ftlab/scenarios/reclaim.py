@@ -25,30 +25,14 @@ handles: the page was emptied by its owner and has a goal).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ftlab.runtime.object import PyType
 from ftlab.scenarios import Scenario
+# the same published slot and hand-shake events as the goal-0 case
+from ftlab.scenarios.abandoned import _setup
 from ftlab.sim.atomics import SEQ_CST
-from ftlab.sim.sync import Event
 
 ITEM = PyType("Item", basicsize=48)
 OTHER = PyType("Other", basicsize=112)
-
-
-@dataclass
-class _Shared:
-    slot: int           # the published object (the owner's reference), 0 once taken
-    published: Event
-    loaded: Event       # the reader has loaded the pointer
-    done: Event         # the reclaimer has allocated after the reclaim
-    owner: object = None
-
-
-def _setup(rt) -> None:
-    m = rt.machine
-    rt.shared = _Shared(slot=rt.raw_calloc(8), published=Event(m, "published"),
-                        loaded=Event(m, "loaded"), done=Event(m, "done"))
 
 
 async def _owner(t) -> None:
