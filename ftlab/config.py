@@ -67,6 +67,9 @@ MUTATIONS: dict[str, str] = {
                               "its wait ends: helpers of other batches never return",
     "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
                              "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
+    "finalization-allows-threads": "thread start does not raise PythonFinalizationError once the "
+                                   "interpreter is finalizing (before gh-114570): a destructor "
+                                   "at shutdown starts a thread that outlives its thread state",
     # QSBR page lists, gh-145615 (ftlab/runtime/obmalloc.py QsbrPageHooks; version "main")
     "qsbr-page-list-current-thread": "a page found empty by another thread (the GC, world "
                                      "stopped) goes on the current thread's QSBR page list, "

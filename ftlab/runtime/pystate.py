@@ -65,6 +65,9 @@ class Runtime:
         # Finalization phases and the finalizing thread state (pylifecycle.py); `finalizing`
         # below reads it.
         self.lifecycle = Finalization(c.version)
+        # What `finalize_modules` tears down in the FINALIZING phase (module globals: the
+        # destructors they run), registered by scenarios with `at_module_teardown`.
+        self.module_teardown: list[Callable[["ThreadState"], Awaitable[None]]] = []
         # `interp->threads.head`: the linked thread states, newest first, under `head_lock`.
         self.threads_head: list[ThreadState] = []
         self.head_lock = Mutex(self.machine, "HEAD_LOCK")
@@ -295,11 +298,29 @@ class Runtime:
             lc = self.lifecycle
             for phase in (Phase.WAIT_FOR_THREADS, Phase.ATEXIT, Phase.FINALIZING):
                 lc.advance(phase, t)
+            for teardown in self.module_teardown:      # finalize_modules: destructors run
+                await teardown(t)
             await obmalloc.fini_delayed(t)
             lc.advance(Phase.FINI)
+            self._zapthreads(t)
 
         self.start_thread(main, name="finalize", after_all=True)
         self.machine.run(RoundRobin().execution(0))
+
+    def at_module_teardown(self, fn: Callable[["ThreadState"], Awaitable[None]]) -> None:
+        """Run `fn(finalizing_tstate)` in `finalize_modules`, after the finalizing thread state
+        is set: what clearing a module's globals does (their destructors run)."""
+        self.module_teardown.append(fn)
+
+    def _zapthreads(self, t: "ThreadState") -> None:
+        """`PyInterpreterState_Clear`'s `zapthreads`: free every thread state still linked in
+        the interpreter but the finalizing one. Every thread started before finalization was
+        joined and has unlinked itself; a thread started later (which thread start refuses
+        with PythonFinalizationError) would be running on the memory freed here."""
+        for ts in list(self.threads_head):
+            if ts is not t and ts.block:
+                self.threads_head.remove(ts)
+                self.raw_free(ts.block)
 
     def run_main(self, fn: Callable[["ThreadState"], Awaitable[Any]]) -> Any:
         """Run a one-thread program to completion and return its result."""
@@ -417,7 +438,8 @@ class ThreadState:
         state in the interpreter (`new_threadstate`, which may stop the world to grow the QSBR
         array), then the new thread starts and attaches. Once the interpreter is finalizing
         this raises PythonFinalizationError (`do_start_joinable_thread`)."""
-        self.rt.lifecycle.check("thread_start")
+        if not self.rt.mutated("finalization-allows-threads"):
+            self.rt.lifecycle.check("thread_start")
         ts = ThreadState(self.rt, None)
         await ts.new_threadstate(self)
         return self.rt.start_thread(fn, *args, name=name, parent=self, tstate=ts)

@@ -29,6 +29,13 @@
   detached for the whole wait, so the stop-the-world proceeds. Mutation
   `batched-wait-attached`: the waiter stays attached, so the requester waits for it while it
   waits for the requester's signal (deadlock).
+- `shutdown-del-thread`: a module global holds an object whose destructor starts a thread (a
+  `__del__` that spawns a worker, as logging handlers and executors did). Two threads hand the
+  object over and exit; at shutdown, `finalize_modules` drops the global in the FINALIZING
+  phase and the destructor's thread start must raise PythonFinalizationError (checked: it is
+  raised, there, once). Mutation `finalization-allows-threads`: the thread starts, nobody joins
+  it, and `zapthreads` frees its thread state while it runs (a read of its own `state` or
+  `eval_breaker` faults: `segfault`).
 """
 
 from __future__ import annotations
@@ -36,8 +43,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ftlab.runtime import qsbr
+from ftlab.runtime.object import PyType, try_incref_compare
+from ftlab.runtime.pylifecycle import PythonFinalizationError
 from ftlab.runtime.waits import BATCH_SIZE, WaitEvent, batched_wait
 from ftlab.scenarios import Scenario
+from ftlab.sim.atomics import SEQ_CST
 from ftlab.sim.violation import ViolationError
 
 _NHANDLES = 64
@@ -211,4 +221,69 @@ THREAD_CHURN = Scenario(
     pct_steps=80,
 )
 
-SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW, THREAD_CHURN)
+# ---------------------------------------------------------------------------------------------
+# shutdown-del-thread
+
+
+@dataclass
+class _Shutdown:
+    slot: int               # the module global: the object, once published
+    refused: list[str]      # PythonFinalizationError messages the destructor caught
+
+
+async def _worker(t) -> None:
+    for _ in range(4):
+        await t.periodic_check()            # reads its own eval_breaker
+
+
+async def _starts_a_thread(t, op: int) -> None:
+    """The destructor (`tp_dealloc` calling `__del__`): start a worker thread."""
+    try:
+        await t.spawn(_worker, name="late")
+    except PythonFinalizationError as e:
+        t.shared.refused.append(str(e))
+
+
+STARTER = PyType("Starter", clear=_starts_a_thread)
+
+
+def _shutdown_setup(rt) -> None:
+    rt.shared = _Shutdown(slot=rt.raw_calloc(8), refused=[])
+
+    async def clear_module(t) -> None:
+        op = await t.mem.exchange(t.shared.slot, 0, 8, SEQ_CST)
+        if op:
+            await t.decref(op)
+
+    rt.at_module_teardown(clear_module)
+
+
+async def _maker(t) -> None:
+    op = await t.new_object(STARTER)
+    await t.mem.store(t.shared.slot, op, 8, SEQ_CST)   # the module global owns it
+
+
+async def _toucher(t) -> None:
+    op = await t.mem.load(t.shared.slot, 8, SEQ_CST)
+    if op and await try_incref_compare(t, t.shared.slot, op):    # _Py_XGetRef on the global
+        await t.decref(op)
+
+
+def _shutdown_check(rt) -> None:
+    refused = rt.shared.refused
+    if refused != ["can't create new thread at interpreter shutdown"]:
+        raise ViolationError("check", f"the destructor's thread start at shutdown raised "
+                                      f"{refused or 'nothing'}, not PythonFinalizationError once")
+
+
+SHUTDOWN_DEL_THREAD = Scenario(
+    name="shutdown-del-thread",
+    description="a destructor run by finalize_modules starts a thread: PythonFinalizationError",
+    threads=(("a", _maker), ("b", _toucher)),
+    setup=_shutdown_setup,
+    check=_shutdown_check,
+    mutations={"finalization-allows-threads": ("segfault", "use-after-free", "check")},
+    pct_steps=20,
+)
+
+SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW, THREAD_CHURN, SHUTDOWN_DEL_THREAD)

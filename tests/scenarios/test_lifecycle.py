@@ -64,3 +64,53 @@ def test_clean_under_10000_random_and_pct_schedules_and_dfs():
                      PCT(103, 3, sc.pct_steps)):
         assert _clean(strategy, 2500) == 2500
     _clean(DFS(preemption_bound=sc.dfs_bound), 5000)
+
+
+# ---------------------------------------------------------------------------------------------
+# shutdown-del-thread: a destructor at shutdown starts a thread
+
+def test_a_destructor_at_shutdown_gets_python_finalization_error_once():
+    sc = get("shutdown-del-thread")
+    for strategy in (Random(3), PCT(3, 2, sc.pct_steps)):
+        for i in range(5):
+            r = execute(sc, Config(), strategy.execution(i))
+            assert r.ok, f"{strategy.describe()} execution {i}: {r.violation}"
+
+
+def test_a_thread_started_at_shutdown_runs_on_a_freed_thread_state():
+    sc = get("shutdown-del-thread")
+    r, n = first_detection(sc, "finalization-allows-threads", 20)
+    assert r is not None and n == 1
+    assert r.violation.kind == "segfault" and r.violation.thread.endswith(":late")
+
+
+def test_the_check_fires_when_thread_start_raises_nothing():
+    """The scenario's check on its own: the destructor must have been refused exactly once."""
+    from ftlab.runtime import Runtime
+    from ftlab.sim.violation import ViolationError
+
+    sc = get("shutdown-del-thread")
+    rt = Runtime(Config())
+    sc.setup(rt)
+    with pytest.raises(ViolationError, match="raised nothing"):
+        sc.check(rt)
+    rt.shared.refused.append("can't create new thread at interpreter shutdown")
+    sc.check(rt)
+
+
+def test_zapthreads_frees_only_the_thread_states_still_linked():
+    from ftlab.runtime import Runtime
+    from ftlab.sim.violation import ViolationError
+
+    rt = Runtime(Config())
+    left = rt.start_thread(_never_run, name="left")         # linked in set-up, never run
+    kept = rt.start_thread(_never_run, name="finalizing")
+    rt._zapthreads(kept)
+    assert rt.threads_head == [kept]
+    rt.mem.load_u32(kept.block)
+    with pytest.raises(ViolationError, match="unmapped"):
+        rt.mem.load_u32(left.block)
+
+
+async def _never_run(t) -> None:
+    await t.yield_now()
