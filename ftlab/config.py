@@ -67,6 +67,8 @@ MUTATIONS: dict[str, str] = {
                               "its wait ends: helpers of other batches never return",
     "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
                              "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
+    "process-queue-rd-after-free": "process_queue advances rd_idx after freeing the item: a "
+                                   "destructor that processes the queue again frees it twice",
     "finalization-allows-threads": "thread start does not raise PythonFinalizationError once the "
                                    "interpreter is finalizing (before gh-114570): a destructor "
                                    "at shutdown starts a thread that outlives its thread state",

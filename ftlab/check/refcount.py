@@ -163,6 +163,9 @@ class RefcountOracle(Observer):
         if extra < 0:
             g.queued -= 1
         self._note(g, t, f"merged ({extra:+d})")
+        if g.count < 0:
+            self._fail("refcount", f"{t.vt.label} merges away a reference to the "
+                       f"{g.describe()} that nobody holds (negative refcount)", g)
         self._check(g)
 
     def object_deallocating(self, t, op) -> None:

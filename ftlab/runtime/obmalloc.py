@@ -449,10 +449,16 @@ async def process_queue(t: "ThreadState", head: list[WorkChunk], keep_empty: boo
             # array, which moves this thread's slot.
             if not await _qsbr.poll(t.qsbr, goal):
                 return
-            _set_rd_idx(t, buf, rd + 1)     # before the free, which may re-enter
             size = buf.sizes[rd]
             state._held(-1, -size)
             t.rt.stats["delayed_freed"] += 1
+            if t.rt.mutated("process-queue-rd-after-free"):
+                await free_work_item(t, ptr, cb)
+                _set_rd_idx(t, buf, rd + 1)
+                continue
+            # Before the free: the free may run a destructor whose Python code reaches an
+            # eval-breaker check and processes this queue again (re-entrant process_queue).
+            _set_rd_idx(t, buf, rd + 1)
             await free_work_item(t, ptr, cb)
             continue
         if keep_empty and len(head) == 1:

@@ -31,6 +31,18 @@ may still hold both pointers, then the freed memory reused.
   the advance, which the reader reached at its first quiescent state, before it loaded the
   pointers: the processing frees `R` and `X` while the reader still reads them
   (`use-after-free`, or `premature-reuse` when the writer's allocation reuses the memory first).
+
+- `delayed-free-reentrant` (3.14 and main, where object items are deferred decrefs): the
+  writer publishes `X`, whose destructor frees a block with `_PyMem_FreeDelayed` and calls
+  `gc.collect()`; a reader reads it lock-free as above. The writer queues `X`'s reference
+  (`_PyObject_XDecRefDelayed`) and a block over 1 MiB (`should_process`), and its periodic
+  check processes the queue: then, or (if the reader had not passed its quiescent state) after
+  the reader has exited, with a second such block and a second merge request. `X`'s
+  deferred decref deallocates it inside `process_queue`, and the destructor's collection runs
+  `_PyMem_ProcessDelayedNoDealloc` on the same queue, nested. C advances the chunk's `rd_idx`
+  before each free, so the nested call starts after `X`. Mutation
+  `process-queue-rd-after-free`: the index moves after the free, the nested call finds `X`
+  again and decrefs it a second time (a `refcount` or freed-object violation).
 """
 
 from __future__ import annotations
@@ -62,6 +74,8 @@ class _Shared:
     token: int
     loaded: Event
     version: str
+    token2: int = 0         # delayed-free-reentrant: dropped by the reader as it ends ...
+    processed: Event | None = None      # ... once the writer's first processing is over
 
 
 def _setup(rt) -> None:
@@ -140,6 +154,60 @@ async def _writer(t) -> None:
             await t.decref(p)
 
 
+async def _del_frees_and_collects(t, op: int) -> None:
+    """X's `__del__`: `_PyMem_FreeDelayed` of a block, then `gc.collect()`, whose
+    `_PyMem_ProcessDelayedNoDealloc` (world stopped) processes this thread's queue again."""
+    b = await t.malloc(64)
+    await t.free_delayed(b, 64)
+    await t.gc_collect()
+
+
+DEL_ITEM = PyType("DelItem", basicsize=48, gc=True, clear=_del_frees_and_collects)
+
+
+def _setup_reentrant(rt) -> None:
+    _setup(rt)
+    rt.shared.processed = Event(rt.machine, "processed")
+
+
+async def _reader_reentrant(t) -> None:
+    await _reader(t)
+    await t.wait(t.shared.processed)
+    await t.decref(t.shared.token2)         # another merge request: the writer processes again
+
+
+async def _writer_reentrant(t) -> None:
+    s = t.shared
+    x = await t.new_object(DEL_ITEM)
+    store_field(t, x, PAYLOAD, 1)
+    r = await t.malloc(64)
+    t.mem.store_u64(r, 1, Tag.PAYLOAD)
+    await t.mem.store(s.raw_slot, r, 8, SEQ_CST)
+    await t.mem.store(s.obj_slot, x, 8, SEQ_CST)         # the slot owns X's reference
+    s.token = await t.new_object(TOKEN)
+    s.token2 = await t.new_object(TOKEN)
+    reader = await t.spawn(_reader_reentrant, name="reader")
+    await t.wait(s.loaded)
+    x2 = await t.new_object(ITEM)
+    store_field(t, x2, PAYLOAD, 1)
+    await t.mem.store(s.obj_slot, x2, 8, SEQ_CST)
+    await t.object_free_delayed(x)          # X first, then a block over 1 MiB: should_process
+    big = await t.malloc(RAW_SIZE)
+    await t.free_delayed(big, RAW_SIZE)
+    await t.periodic_check()                # processing: X's destructor re-enters it ...
+    await s.processed.set()
+    await t.join(reader)
+    big = await t.malloc(RAW_SIZE)          # ... or, if the reader had not passed a quiescent
+    await t.free_delayed(big, RAW_SIZE)     # state yet, this one (should_process again, and
+    await t.periodic_check()                # token2's merge request sets the eval breaker)
+    for slot in (s.raw_slot, s.obj_slot):
+        p = await t.mem.exchange(slot, 0, 8, SEQ_CST)
+        if slot == s.raw_slot:
+            await t.free(p)
+        else:
+            await t.decref(p)
+
+
 SCENARIOS = [
     Scenario(
         name="delayed-free-raw-object",
@@ -150,6 +218,18 @@ SCENARIOS = [
         mutations={"free-delayed-stale-goal": ("use-after-free", "premature-reuse", "data-race",
                                                 "check")},
         pct_steps=120,
+        dfs_bound=1,
+    ),
+    Scenario(
+        name="delayed-free-reentrant",
+        description="an object item's destructor, run by _PyMem_ProcessDelayed, frees delayed "
+                    "and processes the queue again (re-entrant process_queue)",
+        threads=(("writer", _writer_reentrant),),
+        setup=_setup_reentrant,
+        mutations={"process-queue-rd-after-free": ("refcount", "use-after-free", "double-free",
+                                                    "heap-integrity")},
+        versions=("3.14", "main"),
+        pct_steps=80,
         dfs_bound=1,
     ),
 ]

@@ -71,3 +71,59 @@ def test_clean_under_10000_random_and_pct_schedules_and_dfs(version):
                      PCT(103, 3, sc.pct_steps)):
         assert _clean(strategy, 2500, config) == 2500
     _clean(DFS(preemption_bound=sc.dfs_bound), 20000, config)
+
+
+# ---------------------------------------------------------------------------------------------
+# delayed-free-reentrant: a destructor run by the processing processes the queue again
+
+REENTRANT = "delayed-free-reentrant"
+
+
+@pytest.mark.parametrize("version", ["3.14", "main"])
+def test_reentrant_processing_is_clean_and_nests(version, monkeypatch):
+    """Clean under a few schedules, and every one of them reaches what it is about: a
+    process_queue nested in another on the writer's queue (the destructor's collection)."""
+    from ftlab.runtime import obmalloc
+
+    depth, nested = [0], [0]
+    outer = obmalloc.process_queue
+
+    async def counting(t, head, keep_empty, cb=None):
+        depth[0] += 1
+        nested[0] += depth[0] > 1 and head is t.mem_free_queue
+        try:
+            await outer(t, head, keep_empty, cb)
+        finally:
+            depth[0] -= 1
+
+    monkeypatch.setattr(obmalloc, "process_queue", counting)
+    sc = get(REENTRANT)
+    for strategy in (Random(5), PCT(5, 2, sc.pct_steps)):
+        for i in range(4):
+            before = nested[0]
+            r = execute(sc, Config(version=version), strategy.execution(i))
+            assert r.ok, f"{strategy.describe()} execution {i}: {r.violation}"
+            assert nested[0] > before, f"{strategy.describe()} execution {i} never nested"
+
+
+def test_rd_idx_after_the_free_is_a_negative_merge():
+    """The refcount oracle fires on a merge that takes the count below zero (the nested
+    processing decrefs X a second time); unmutated it stays quiet (the test above)."""
+    sc = get(REENTRANT)
+    r, n = first_detection(sc, "process-queue-rd-after-free", 20)
+    assert r is not None and n == 1
+    assert r.violation.kind == "refcount" and "negative refcount" in r.violation.message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["3.14", "main"])
+def test_reentrant_clean_under_10000_random_and_pct_schedules_and_dfs(version):
+    sc = get(REENTRANT)
+    config = Config(version=version)
+    for strategy in (Random(201), PCT(201, 1, sc.pct_steps), PCT(202, 2, sc.pct_steps),
+                     PCT(203, 3, sc.pct_steps), DFS(sc.dfs_bound)):
+        n = 0
+        while n < 2500 and (chooser := strategy.execution(n)) is not None:
+            r = execute(sc, config, chooser)
+            assert r.ok, f"{strategy.describe()} execution {n}: {r.violation} [{r.schedule}]"
+            n += 1
