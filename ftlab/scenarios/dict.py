@@ -86,15 +86,19 @@ async def _setdefault_worker(t) -> None:
     await t.periodic_check()
     s.used.append(load_field(t, v, TAG))     # use the result
     await dt.setdefault_release(t, v)
+    await t.decref(s.dict)                  # the worker's reference: queued to main, its owner
+    await t.periodic_check()
 
 
 async def _main_setdefault(t) -> None:
     s = t.shared
     s.dict = await dt.dict_new(t)
+    await t.incref(s.dict)                  # the worker's reference
     worker = await t.spawn(_setdefault_worker, name="worker")
     await _setitem_new(t, "k", 1)           # d[k] = other
-    await t.join(worker)
     await t.decref(s.dict)
+    await t.periodic_check()                # merges the worker's decref if queued: the dict
+    await t.join(worker)                    # may die with the worker still running
 
 
 DICT_SETDEFAULT = Scenario(
