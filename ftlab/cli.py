@@ -60,8 +60,23 @@ def parse_strategy(spec: str, seed: int, pct_steps: int = 50) -> Strategy:
     return parse_spec(spec).make(seed, pct_steps)
 
 
-def _config(args) -> Config:
-    return Config(mutations=frozenset(args.mutate or ()), version=getattr(args, "version", "3.14"))
+def _config(args, scenario=None) -> Config:
+    version = getattr(args, "version", None)
+    if scenario is not None:
+        version = _scenario_version(scenario, version)
+    return Config(mutations=frozenset(args.mutate or ()), version=version or "3.14",
+                  memory_model=getattr(args, "memory_model", "sc"))
+
+
+def _scenario_version(scenario, asked: str | None) -> str:
+    """`--version` of run/replay: by default the scenario's first version when it is restricted
+    to some (`Scenario.versions`), else 3.14; a version the scenario excludes is bad input."""
+    if asked is None:
+        return scenario.versions[0] if scenario.versions else "3.14"
+    if scenario.versions and asked not in scenario.versions:
+        raise BadInput(f"{scenario.name} runs only under version {', '.join(scenario.versions)}, "
+                       f"not {asked}")
+    return asked
 
 
 def _stdout_console():
@@ -70,16 +85,19 @@ def _stdout_console():
     return Console() if sys.stdout.isatty() else Console(width=160, soft_wrap=False)
 
 
-def _print_result(result, show_trace: bool) -> None:
+def _print_result(result, show_trace: bool, args=None) -> None:
     from ftlab.report.timeline import format_timeline
 
     mut = ",".join(sorted(result.config.mutations)) or "none"
-    print(f"{result.scenario}  (mutations: {mut})")
+    model = "" if result.config.memory_model == "sc" else f", memory model {result.config.memory_model}"
+    print(f"{result.scenario}  (version {result.config.version}{model}, mutations: {mut})")
     print(f"steps {result.steps}, decisions {result.decisions}, preemptions {result.preemptions}")
     print(f"schedule: {result.schedule}")
     if result.trace is not None and (show_trace or result.violations):
         print()
-        print(format_timeline(result.trace, result.threads, result.violation))
+        print(format_timeline(result.trace, result.threads, result.violation,
+                              full=bool(getattr(args, "full", False)),
+                              raw=bool(getattr(args, "raw", False))))
     elif result.violations:
         print(result.violation)
     if result.violations:
@@ -121,7 +139,7 @@ def cmd_run(args) -> int:
     from ftlab.explore.execute import run_chooser
 
     scenario = get(args.scenario)
-    config = _config(args)
+    config = _config(args, scenario)
     _warn_unexposed(scenario, config)
     strategy = parse_strategy(args.strategy, args.seed, scenario.pct_steps)
     result = None
@@ -135,7 +153,7 @@ def cmd_run(args) -> int:
                 print(f"violation in execution {i + 1} of at most {args.runs}")
             break
     assert result is not None, "run --runs N made no run"
-    _print_result(result, args.trace)
+    _print_result(result, args.trace, args)
     return 1 if result.violations else 0
 
 
@@ -152,8 +170,9 @@ def cmd_replay(args) -> int:
         vid = _violation_id(args.target)
         if vid is None:
             raise BadInput(f"expected a stored violation id or SCENARIO SCHEDULE, not {args.target!r}")
-        if args.mutate:
-            raise BadInput("--mutate goes with SCENARIO SCHEDULE; a stored violation has its own")
+        for flag, given in (("--mutate", args.mutate), ("--version", args.version)):
+            if given:
+                raise BadInput(f"{flag} goes with SCENARIO SCHEDULE; a stored violation has its own")
         v = _stored_violation(args.db, vid)
         import json
 
@@ -168,16 +187,16 @@ def cmd_replay(args) -> int:
         result = run(scenario, config, Replay(schedule), trace=True)
         if result.violation is None or result.violation.kind != v["kind"]:
             got = result.violation.kind if result.violation else "no violation"
-            _print_result(result, args.trace)
+            _print_result(result, args.trace, args)
             print(f"ftlab: stale violation #{vid}: it was stored as {v['kind']}, the replay now "
                   f"gives {got} (the model changed since it was stored)", file=sys.stderr)
             return 2
     else:
         scenario = get(args.target)
-        config = _config(args)
+        config = _config(args, scenario)
         _warn_unexposed(scenario, config)
         result = run(scenario, config, Replay(args.schedule), trace=True)
-    _print_result(result, args.trace)
+    _print_result(result, args.trace, args)
     return 1 if result.violations else 0
 
 
@@ -492,15 +511,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=_count("--runs", 1), default=1,
                    help="executions to try, stopping at the first violation")
     s.add_argument("--mutate", action="append", metavar="M")
+    s.add_argument("--version", choices=VERSIONS, default=None,
+                   help="the CPython version policy (default: the scenario's first, else 3.14)")
     s.add_argument("--trace", action="store_true")
+    # issue 16: timelines in words
+    s.add_argument("--full", action="store_true", help="show the folded runs of the timeline")
+    s.add_argument("--raw", action="store_true", help="show the addresses beside the names")
+    # c11 memory model (ftlab/sim/c11.py)
+    s.add_argument("--memory-model", choices=("sc", "c11"), default="sc")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("replay", help="replay a stored violation (ID) or a schedule string (SCENARIO SCHEDULE)")
     s.add_argument("target", metavar="ID|SCENARIO")
     s.add_argument("schedule", nargs="?")
     s.add_argument("--mutate", action="append", metavar="M")
+    s.add_argument("--version", choices=VERSIONS, default=None,
+                   help="with SCENARIO SCHEDULE: the version policy (default: as `run`)")
     s.add_argument("--trace", action="store_true")
     s.add_argument("--original", action="store_true", help="a stored violation's unshrunk schedule")
+    # issue 16: timelines in words
+    s.add_argument("--full", action="store_true", help="show the folded runs of the timeline")
+    s.add_argument("--raw", action="store_true", help="show the addresses beside the names")
+    # c11 memory model (ftlab/sim/c11.py)
+    s.add_argument("--memory-model", choices=("sc", "c11"), default="sc")
     s.add_argument("--db", default=str(DEFAULT_DB))
     s.set_defaults(fn=cmd_replay)
 
@@ -523,7 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a new campaign even if an unfinished one has the same parameters")
     s.add_argument("--batch", type=_count("--batch", 1), default=DEFAULT_BATCH)
     s.add_argument("--no-shrink", action="store_true")
-    s.add_argument("--version", choices=VERSIONS, default="3.14")
+    from ftlab.config import VERSION_RELEASES  # both version policies (issue 12)
+
+    s.add_argument("--version", action="append", choices=VERSIONS,
+                   help="only this version (repeatable; default: every version, "
+                        + "; ".join(f"{v} = {d}" for v, d in VERSION_RELEASES.items()) + ")")
     s.set_defaults(fn=cmd_explore)
 
     s = sub.add_parser("shrink", help="shrink a stored violation's schedule")

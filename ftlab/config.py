@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-VERSIONS = ("3.13.0", "3.14")
+VERSIONS = ("3.13.0", "3.14",
+            # pagelist: CPython main after gh-145615 (PR #145626, 2026): a page deferred for
+            # QSBR goes on its owner's list and leaves the full queue
+            "main")
+
+# What each version policy models (issue 12): the CPython releases whose QSBR/obmalloc policy
+# it matches. The names are the config strings; gh-133136 was backported to 3.13.6, so "3.14"
+# is also the policy of 3.13.6 and later.
+VERSION_RELEASES: dict[str, str] = {
+    "3.13.0": "CPython 3.13.0-3.13.5: deferred advance (a real advance every 10th deferral; "
+              "thread exit as in 3.13.0-3.13.2, before gh-130794)",
+    "3.14": "CPython 3.13.6+ and 3.14: gh-133136 (obmalloc decides when to advance and process)",
+    "main": "CPython main (3.15 development) after gh-145615 / PR #145626 (2026): a page emptied "
+            "during a stop-the-world pause goes on its owner's QSBR list and out of the full queue",
+}
 
 # Every switch that turns one fix off (DESIGN §6), with the bug it lets through. Engine-level
 # mutations belong to the engine scenarios that demonstrate the scheduler and race detector.
@@ -53,6 +67,50 @@ MUTATIONS: dict[str, str] = {
                               "its wait ends: helpers of other batches never return",
     "batched-wait-attached": "a Python thread stays attached during BatchedWaitForMultipleObjects "
                              "(no Py_BEGIN_ALLOW_THREADS): a stop-the-world waits for it forever",
+    "process-queue-rd-after-free": "process_queue advances rd_idx after freeing the item: a "
+                                   "destructor that processes the queue again frees it twice",
+    "finalization-allows-threads": "thread start does not raise PythonFinalizationError once the "
+                                   "interpreter is finalizing (before gh-114570): a destructor "
+                                   "at shutdown starts a thread that outlives its thread state",
+    # QSBR page lists, gh-145615 (ftlab/runtime/obmalloc.py QsbrPageHooks; version "main")
+    "qsbr-page-list-current-thread": "a page found empty by another thread (the GC, world "
+                                     "stopped) goes on the current thread's QSBR page list, "
+                                     "not its owner's (pre-gh-145615)",
+    "qsbr-page-stranded": "a page deferred for QSBR while in the full queue stays there, where "
+                          "allocation never searches (pre-gh-145615)",
+    # checker coverage (issue 12 item 2): mimalloc's xthread_free list
+    "mi-thread-free-collect-store": "_mi_page_thread_free_collect takes the xthread_free list "
+                                    "with a load and a store instead of an atomic exchange",
+    "mi-free-mt-plain-store": "_mi_free_block_mt pushes on xthread_free with a plain store "
+                              "instead of a CAS",
+    # thread creation and exit (ftlab/runtime/qsbr.py, pystate.py; scenario thread-churn)
+    "qsbr-unregister-stale-slot": "_Py_qsbr_unregister loads tstate->qsbr before taking the QSBR "
+                                  "mutex: a growth of the array while it waits leaves it the "
+                                  "freed slot",
+    # c11 memory model (ftlab/sim/c11.py): orders weakened at real call sites, found in c11 mode
+    "seqlock-end-read-no-fence": "_PySeqLock_EndRead reloads the sequence with an acquire load "
+                                 "and no acquire fence before it (the bug gh-121368 fixed)",
+    "seqlock-lock-write-no-fence": "_PySeqLock_LockWrite has no release fence after its CAS to "
+                                   "an odd sequence",
+    # dicts and lists with lock-free reads (ftlab/runtime/dictobject.py, listobject.py)
+    "borrowed-setdefault": "PyDict_SetDefaultRef returns PyDict_SetDefault's borrowed value "
+                           "(another thread may replace and free it before it is used)",
+    "dict-keys-freed-at-once": "free_keys_object frees a shared dict's old keys at once, not "
+                               "with _PyMem_FreeDelayed",
+    "dict-lookup-no-keys-recheck": "_Py_dict_lookup_threadsafe does not re-check ma_keys after "
+                                   "the try-incref of the value (a stale table's slot passes)",
+    "list-items-freed-at-once": "free_list_items frees a shared list's old array at once, not "
+                                "with _PyMem_FreeDelayed",
+    "type-cache-version-first": "_PyType_LookupRef's slow path assigns the version after the MRO "
+                                "walk and publishes it before the value (before gh-132942)",
+    # checker coverage (issue 12 item 2): delayed-free processing with a reader alive
+    "free-delayed-stale-goal": "free_delayed gives an item the write sequence read before its "
+                               "advance (a goal a thread that quiesced before loading the "
+                               "pointer has already reached)",
+    "reclaim-ignores-goal": "_PyMem_mi_page_is_safe_to_free says an abandoned all-free page "
+                            "is safe without looking at its QSBR goal",
+    "merge-keeps-tid": "_Py_MergeZeroLocalRefcount does not clear ob_tid: the merged object "
+                       "still looks owned, so the owner's try-incref takes a local reference",
 }
 
 
@@ -80,6 +138,15 @@ class Config:
     # reach a flush in a few allocations).
     gc_threshold: int = 2000
     gc_local_threshold: int = 512
+    # Proposed fixes to CPython (not CPython's behaviour; off by default, so the faithful model
+    # shows the gap). Abandoned pages, issue 12 item 4 (docs/findings/abandoned-page-goal.md):
+    # a reclaim that finds a page all free with no QSBR goal (emptied by cross-thread frees
+    # after its owner abandoned it) gives it a goal then, instead of treating it as safe.
+    abandoned_page_goal: bool = False
+    # The memory model of the atomics (ftlab/sim/c11.py): "sc", sequentially consistent at
+    # scheduling points, or "c11", where a load may read any store coherence and
+    # happens-before allow (the store is a scheduling decision).
+    memory_model: str = "sc"
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
@@ -91,6 +158,8 @@ class Config:
             raise ConfigError(f"unknown mutation {unknown[0]!r} (see `ftlab list`)")
         if self.max_steps <= 0:
             raise ConfigError(f"max_steps must be positive, not {self.max_steps}")
+        if self.memory_model not in ("sc", "c11"):
+            raise ConfigError(f"unknown memory model {self.memory_model!r} (known: sc, c11)")
         if self.gc_threshold < 0 or self.gc_local_threshold <= 0:
             raise ConfigError("gc_threshold must be >= 0 and gc_local_threshold positive")
 

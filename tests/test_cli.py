@@ -357,3 +357,16 @@ def test_run_notes_a_mutation_the_scenario_does_not_expose(capsys):
     code, out, err = _main(capsys, "run", "lost-update", "--mutate", "no-page-delay")
     assert code == 0
     assert "lost-update is not a scenario that exposes no-page-delay" in err
+
+
+def test_run_takes_a_version_and_defaults_to_the_scenarios_own(capsys):
+    assert cli.main(["run", "hand-off", "--version", "3.13.0"]) == 0
+    assert "(version 3.13.0, mutations: none)" in capsys.readouterr().out
+    assert cli.main(["run", "qsbr-page-foreign"]) == 0          # restricted to main
+    assert "(version main, mutations: none)" in capsys.readouterr().out
+
+
+def test_run_refuses_a_version_the_scenario_excludes(capsys):
+    assert cli.main(["run", "qsbr-page-foreign", "--version", "3.14"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "runs only under version main, not 3.14" in err

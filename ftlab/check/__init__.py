@@ -33,6 +33,11 @@ def install(rt: "Runtime") -> None:
     gc.install(rt)
     from ftlab.check import typecache      # types
     typecache.install(rt)
+    from ftlab.check import dictlookup     # dicts (dict-lookup)
+    dictlookup.install(rt)
     # block counting (block-count)
     from ftlab.check import blockcount
     blockcount.install(rt)
+    # QSBR page lists (page-list)
+    from ftlab.check import pagelist
+    pagelist.install(rt)

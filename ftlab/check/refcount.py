@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from ftlab.runtime.pystate import Runtime, ThreadState
 
 LIVE, DYING, FREED = "live", "dying", "freed"
+# The reference events whose path writes ob_ref_local (Py_INCREF/Py_DECREF's owner path,
+# _Py_TryIncrefFast): only the owner may take them.
+_LOCAL_REF_PATHS = frozenset({"incref", "decref", "try-incref (owner)"})
 
 
 class GhostObject:
@@ -101,13 +104,18 @@ class RefcountOracle(Observer):
         self._note(g, t, "created" + (" (immortal)" if immortal else ""))
         self.live[op] = g
 
-    def object_accessed(self, t, op, field) -> None:
-        g = self._alive(t, op, field)
-        if (field.startswith("ob_ref_local") and t.tid != g.owner_tid and not g.immortal
+    def _owner_only(self, t, g, what: str) -> None:
+        """Only the owner writes ob_ref_local while it is in the BRC table."""
+        if (t.tid != g.owner_tid and not g.immortal
                 and not self.rt.world_stopped       # the GC merges for suspended owners
                 and self.rt.brc.find_thread_state(g.owner_tid) is not None):
             self._fail("refcount", f"{t.vt.label} writes ob_ref_local of the "
-                       f"{g.describe()} while its owner is still running", g)
+                       f"{g.describe()} while its owner is still running ({what})", g)
+
+    def object_accessed(self, t, op, field) -> None:
+        g = self._alive(t, op, field)
+        if field.startswith("ob_ref_local"):
+            self._owner_only(t, g, field)
         self._note(g, t, field)
         self._check(g)
 
@@ -119,6 +127,8 @@ class RefcountOracle(Observer):
             self._alive(t, op, how)                 # raises use-after-free
         if g.immortal:
             return
+        if how in _LOCAL_REF_PATHS:
+            self._owner_only(t, g, how)
         g.count += 1
         self._note(g, t, how)
         self._check(g)
@@ -127,6 +137,8 @@ class RefcountOracle(Observer):
         g = self._alive(t, op, how)
         if g.immortal:
             return
+        if how in _LOCAL_REF_PATHS:
+            self._owner_only(t, g, how)
         g.count -= 1
         self._note(g, t, how)
         if g.count < 0:
@@ -151,6 +163,9 @@ class RefcountOracle(Observer):
         if extra < 0:
             g.queued -= 1
         self._note(g, t, f"merged ({extra:+d})")
+        if g.count < 0:
+            self._fail("refcount", f"{t.vt.label} merges away a reference to the "
+                       f"{g.describe()} that nobody holds (negative refcount)", g)
         self._check(g)
 
     def object_deallocating(self, t, op) -> None:

@@ -1,7 +1,8 @@
 """Campaigns: the catalog (or part of it) explored row by row, in parallel, into the store.
 
-A campaign is a list of rows, one per (scenario, mutation): every scenario unmutated, which
-must stay clean, and every scenario under each mutation it exposes, which must be found. Each
+A campaign is a list of rows, one per (version, scenario, mutation): for each `Config.version`
+(every one in `VERSIONS` unless narrowed), every scenario unmutated, which must stay clean, and
+every scenario under each mutation it exposes, which must be found. Each
 row has a portfolio of strategies and a budget; `portfolio.plan_batches` lays its batches out
 in a canonical order, and everything a row reports is counted in that order (see
 `portfolio.py`), so a campaign gives the same answer serially, on local processes or on a Dask
@@ -12,7 +13,8 @@ to take about `TASK_SECONDS`), commits every batch result as it arrives, and clo
 every batch before its first decisive execution is in (or, clean, when its budget is spent).
 A row with a decisive violation is then shrunk (as a task of its own) before it is done.
 
-Resuming: a campaign is identified by the hash of its parameters. `explore` with the same
+Resuming: a campaign is identified by the hash of its parameters, which hold each row's
+version (and the campaign's `versions`), so a campaign of other versions never resumes it. `explore` with the same
 parameters as an unfinished campaign in the store continues it; `resume=ID` continues that
 campaign with its stored parameters. Committed batches are not run again, the DFS chain
 continues from the frontier its last committed batch left, and a row that was being shrunk is
@@ -64,10 +66,16 @@ class RowResult:
     seconds: float
     violation: dict | None         # the decisive violation, with its shrunk schedule
     counts: list[dict] = field(default_factory=list)
+    version: str = ""              # the row's Config.version
 
     @property
     def mutated(self) -> bool:
         return bool(self.mutation)
+
+    @property
+    def known_gap(self) -> bool:
+        """An unmutated row that must find a gap CPython has (Scenario.known_gap)."""
+        return not self.mutation and bool(self.expected)
 
 
 @dataclass
@@ -95,18 +103,23 @@ class CampaignResult:
             return 130
         return 0 if self.ok else 1
 
-    def row(self, scenario: str, mutation: str = "") -> RowResult:
+    def row(self, scenario: str, mutation: str = "", version: str | None = None) -> RowResult:
+        """The row of (scenario, mutation) under `version` (None: its first version)."""
         for r in self.rows:
-            if r.scenario == scenario and r.mutation == mutation:
+            if (r.scenario == scenario and r.mutation == mutation
+                    and (version is None or r.version == version)):
                 return r
-        raise KeyError((scenario, mutation))
+        raise KeyError((scenario, mutation, version))
 
     def summary(self) -> str:
         done = [r for r in self.rows if r.status == "done"]
-        clean = sum(1 for r in done if not r.mutated and r.ok)
+        clean = sum(1 for r in done if not r.mutated and not r.known_gap and r.ok)
         found = sum(1 for r in done if r.mutated and r.ok)
+        gaps = sum(1 for r in done if r.known_gap and r.ok)
         bad = [r for r in done if not r.ok]
         parts = [f"{len(self.rows)} rows", f"{clean} clean", f"{found} found"]
+        if gaps:
+            parts.append(f"{gaps} known gap{'s' if gaps > 1 else ''} found")
         if bad:
             parts.append(f"{len(bad)} failed")
         if len(done) < len(self.rows):
@@ -171,8 +184,9 @@ def _row_params(scenario, mutation: str, strategies: Sequence[StrategySpec] | No
                 budget: int, version: str) -> dict:
     specs = list(strategies) if strategies else default_portfolio(scenario)
     k = pct_steps(scenario, mutation, version) if any(s.kind == "pct" for s in specs) else scenario.pct_steps
-    return {"scenario": scenario.name, "mutation": mutation,
-            "expected": list(scenario.mutations[mutation]) if mutation else [],
+    return {"scenario": scenario.name, "mutation": mutation, "version": version,
+            "expected": (list(scenario.mutations[mutation]) if mutation
+                         else list(getattr(scenario, "known_gap", ()))),
             "strategies": [str(s) for s in specs], "pct_steps": k, "budget": budget}
 
 
@@ -183,12 +197,22 @@ def campaign_key(params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def row_version(row_params: dict, params: dict) -> str:
+    """A row's version; campaigns stored before rows had one ran every row at `version`."""
+    return row_params.get("version") or params.get("version", "3.14")
+
+
+def campaign_versions(params: dict) -> list[str]:
+    return list(params.get("versions") or [params.get("version", "3.14")])
+
+
 class _Row:
     """A row while its campaign runs."""
 
     def __init__(self, ord_: int, p: dict, row_id: int) -> None:
         self.ord = ord_
         self.p = p
+        self.version: str = p["version"]
         self.id = row_id
         self.specs = [parse_spec(s) for s in p["strategies"]]
         self.plan: list[PlannedBatch] = plan_batches(len(self.specs), p["budget"], p["batch"])
@@ -216,7 +240,8 @@ class _Row:
 
     @property
     def decisive_kinds(self) -> tuple[str, ...] | None:
-        return tuple(self.p["expected"]) if self.p["mutation"] else None
+        # an unmutated row with expected kinds is a known gap: it must find one of them
+        return tuple(self.p["expected"]) if self.p["mutation"] or self.p["expected"] else None
 
     def sec_per_schedule(self, fallback: float) -> float:
         ran = sum(b.ran for b in self.results.values())
@@ -282,7 +307,8 @@ class Campaign:
         self.worker_seconds = 0.0   # time workers spent on tasks (for the bench's utilisation)
         self.rows: list[_Row] = []
         for r in store.rows(cid):
-            p = dict(params["rows"][r["ord"]], batch=params["batch"])
+            rp = params["rows"][r["ord"]]
+            p = dict(rp, batch=params["batch"], version=row_version(rp, params))
             row = _Row(r["ord"], p, r["id"])
             row.status = r["status"]
             row.seconds = r["seconds"] or 0.0
@@ -302,7 +328,7 @@ class Campaign:
             prev = row.chain_prev.get(b.seq)
             state = row.results[prev].dfs_state if prev is not None else None
         return BatchSpec(row=row.ord, seq=b.seq, scenario=row.p["scenario"],
-                         mutations=row.mutations, version=self.params["version"],
+                         mutations=row.mutations, version=row.version,
                          strategy=str(spec), seed=self.params["seed"],
                          pct_steps=row.p["pct_steps"], start=b.start, count=b.count,
                          decisive=row.decisive_kinds, dfs_state=state, chain=chain)
@@ -404,20 +430,24 @@ class Campaign:
             schedules += b.ran
             seconds += b.seconds
         mutated = bool(row.p["mutation"])
+        known_gap = not mutated and bool(row.p["expected"])
         exhausted = any(c["exhausted"] for c in counts)
         if decisive_v is not None:
             kind = decisive_v["kind"]
             if kind == "crash":
                 verdict, ok = "crash", False
+            elif known_gap:
+                verdict, ok = f"known gap (found {kind})", True
             elif mutated:
                 verdict, ok = f"found {kind}", True
             else:
                 verdict, ok = f"violation: {kind}", False
-        elif mutated:
+        elif mutated or known_gap:
             seen = sorted({v["kind"] for v in violations})
             notes = [f"saw {', '.join(seen)}"] if seen else []
             notes += [f"{c['strategy']} exhausted" for c in counts if c["exhausted"]]
-            verdict = "missed" + (f" ({'; '.join(notes)})" if notes else "")
+            verdict = ("known gap (missed)" if known_gap else "missed") + (
+                f" ({'; '.join(notes)})" if notes else "")
             ok = False
         else:
             verdict, ok = "clean", True
@@ -432,7 +462,7 @@ class Campaign:
             first_detection=first, detected_by=detected_by, exhausted=exhausted,
             seconds=row.seconds + seconds, counts=counts, violations=violations,
             scenario=row.p["scenario"], mutations=list(row.mutations),
-            version=self.params["version"])
+            version=row.version)
         row.status = status
 
     def _shrink_tasks(self) -> list[tuple]:
@@ -541,7 +571,8 @@ def load_campaign(store: Store, cid: int, *, wall_seconds: float | None = None,
             ok=None if r["ok"] is None else bool(r["ok"]), schedules=schedules,
             first_detection=r["first_detection"], detected_by=r["detected_by"],
             exhausted=bool(r["exhausted"]), seconds=r["seconds"] or 0.0,
-            violation=_violation_dict(v) if v is not None else None, counts=counts))
+            violation=_violation_dict(v) if v is not None else None, counts=counts,
+            version=row_version(params["rows"][r["ord"]], params)))
     return CampaignResult(id=cid, db=store.path, params=params, rows=rows, status=c["status"],
                           wall_seconds=c["wall_seconds"] if wall_seconds is None else wall_seconds,
                           resumed=resumed)
@@ -565,7 +596,7 @@ def explore(scenario: str | Sequence[str] | None = None, *,
             workers: int = 1,
             cluster: str | None = None,
             db: str | None = None,
-            version: str = "3.14",
+            version: str | Sequence[str] | None = None,
             batch: int = DEFAULT_BATCH,
             shrink: bool = True,
             shrink_runs: int = DEFAULT_MAX_RUNS,
@@ -576,7 +607,8 @@ def explore(scenario: str | Sequence[str] | None = None, *,
     """Explore scenarios of the catalog (all of them by default), unmutated and under each of
     their mutations, and return what was found.
 
-    `db`: a path to keep results in (None: an in-memory store). `resume`: None continues an
+    `version`: one `Config.version`, several, or None for every one in `VERSIONS` (each row runs
+    once per version). `db`: a path to keep results in (None: an in-memory store). `resume`: None continues an
     unfinished campaign with the same parameters; False always starts a new one; True or an id
     continues the latest unfinished campaign (or that one) with its stored parameters.
     `scenarios` replaces the catalog (serial runs only). Bad input raises `ExploreError`.
@@ -590,8 +622,13 @@ def explore(scenario: str | Sequence[str] | None = None, *,
         raise ExploreError(f"batch must be at least 1, not {batch}")
     if seed < 0:
         raise ExploreError(f"seed must not be negative, not {seed}")
-    if version not in VERSIONS:
-        raise ExploreError(f"unknown version {version!r} (known: {', '.join(VERSIONS)})")
+    versions = list(VERSIONS) if version is None else [version] if isinstance(version, str) \
+        else list(dict.fromkeys(version))
+    for v in versions:
+        if v not in VERSIONS:
+            raise ExploreError(f"unknown version {v!r} (known: {', '.join(VERSIONS)})")
+    if not versions:
+        raise ExploreError("no version to explore")
     if scenarios is not None and (workers > 1 or cluster):
         raise ExploreError("scenarios outside the catalog can only run serially (workers=1)")
     if scenarios is None:
@@ -605,8 +642,11 @@ def explore(scenario: str | Sequence[str] | None = None, *,
     if not (resume is True or (isinstance(resume, int) and not isinstance(resume, bool))):
         specs = [parse_spec(s) for s in strategies] if strategies else None
         pairs = select_rows(scenarios_map, scenario, mutations)
-        rows = [_row_params(s, m, specs, budget or DEFAULT_BUDGET, version) for s, m in pairs]
-        fresh_params = {"rows": rows, "seed": seed, "batch": batch, "version": version,
+        rows = [_row_params(s, m, specs, budget or DEFAULT_BUDGET, v)
+                for v in versions for s, m in pairs if not s.versions or v in s.versions]
+        if not rows:
+            raise ExploreError(f"no row to explore under version(s) {', '.join(versions)}")
+        fresh_params = {"rows": rows, "seed": seed, "batch": batch, "versions": versions,
                         "shrink": bool(shrink), "shrink_runs": shrink_runs}
     # Everything that can be bad input is checked before the store is written to.
     backend = make_backend(workers, cluster, scenarios_map)

@@ -100,7 +100,7 @@ class CoverageReport:
             "reached: at least one line of the body ran; multi-threaded: it ran (call or coroutine "
             "resume) while >= 2 model threads were started and not finished.",
             "'!' marks a safety-relevant function (frees, reuses, merges, advances or polls QSBR, "
-            "abandons, reclaims).",
+            "abandons, reclaims, collects, processes).",
         ]
         for title, fs in (("not reached by any scenario", self.unreached),
                           ("reached only single-threaded", self.single_only)):
@@ -205,6 +205,8 @@ def measure(scenarios: Iterable[Scenario], *, schedules: int = DEFAULT_SCHEDULES
     try:
         for version in versions:
             for s in scenarios:
+                if s.versions and version not in s.versions:
+                    continue
                 config = Config(version=version)
                 for strategy in [Random(seed=i) for i in range(schedules)] + \
                         [PCT(seed=i, steps=s.pct_steps) for i in range(pct_schedules(schedules))]:

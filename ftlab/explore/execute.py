@@ -48,6 +48,12 @@ def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
         config = replace(config, **scenario.config)     # what the scenario needs (debug hooks)
     rt = Runtime(config, race_locations=race_locations)
     ftlab.check.install(rt)                             # checked-mode oracles
+    if config.trace:                                    # counterexamples in words (issue 16)
+        from ftlab.report.names import Namer
+
+        namer = Namer(rt)
+        rt.add_observer(namer)
+        rt.machine.namer = namer.name
     m = rt.machine
     if scenario.setup is not None:
         scenario.setup(rt)
@@ -65,6 +71,8 @@ def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
                 scenario.check(rt)
         except ViolationError as e:
             m.fail(Violation(e.kind, e.message, m.steps, None, e.details))
+    if config.trace and m.trace is not None:
+        namer.rename_trace(m.trace)
     stats: dict[str, Any] = {"switches": m.switches, **rt.stats}
     if m.race is not None:
         stats["race_checks"] = m.race.checks

@@ -217,8 +217,14 @@ def _shape_params(p: Any) -> str | None:
     for k in ("seed", "batch", "shrink_runs"):
         if not _is_int(p.get(k), 0 if k == "seed" else 1, 2**32 - 1 if k == "seed" else _MAX_COUNT):
             return f"{k!r} is {p.get(k)!r}"
-    if p.get("version") not in VERSIONS:
-        return f"unknown version {p.get('version')!r}"
+    # Campaigns store the list of versions they run (each row names its own); older ones a
+    # single "version" that every row ran under.
+    versions = p.get("versions", [p.get("version")])
+    if not isinstance(versions, list) or not versions:
+        return f"'versions' is {versions!r}"
+    for v in versions:
+        if v not in VERSIONS:
+            return f"unknown version {v!r}"
     if not isinstance(p.get("shrink"), bool):
         return f"'shrink' is {p.get('shrink')!r}"
     rows = p.get("rows")
@@ -232,12 +238,15 @@ def _shape_params(p: Any) -> str | None:
 
 
 def _shape_row_params(r: Any) -> str | None:
+    from ftlab.config import VERSIONS
     from ftlab.explore.portfolio import parse_spec
 
     if not isinstance(r, dict):
         return "not an object"
     if not isinstance(r.get("scenario"), str) or not isinstance(r.get("mutation"), str):
         return "no scenario or mutation name"
+    if "version" in r and r["version"] not in VERSIONS:
+        return f"unknown version {r['version']!r}"
     if not _is_str_list(r.get("expected")):
         return "'expected' is not a list of names"
     strategies = r.get("strategies")

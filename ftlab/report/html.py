@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ftlab.report.invariants import invariant
 from ftlab.report.table import counterexample
+from ftlab.report.table import versions_text  # version column (issue 12)
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -23,11 +24,14 @@ table { border-collapse: collapse; margin: .5em 0; }
 th, td { padding: .2em .7em; border-bottom: 1px solid #e4e4e4; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.ok { color: #17702f; } .bad { color: #b00020; font-weight: bold; } .pending { color: #a36b00; }
+.ok { color: #17702f; } .gap { color: #6a1b9a; font-weight: bold; } .bad { color: #b00020; font-weight: bold; } .pending { color: #a36b00; }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
 table.timeline td { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre; }
 table.timeline tr.mark td { background: #fff1c2; }
 table.timeline td.step { color: #777; text-align: right; }
+table.timeline tr.fold td { color: #555; font-style: italic; }
+table.folded td { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre; font-style: normal; }
+table.folded tr.mark td { background: #fff1c2; }
 .violation { background: #fdecee; border-left: 4px solid #b00020; padding: .5em .8em; white-space: pre-wrap; }
 .invariant { margin: .4em 0 1em; }
 img.plot { display: block; max-width: 100%; margin: 1em 0; border: 1px solid #eee; }
@@ -47,12 +51,14 @@ def _img(png: bytes, ident: str, alt: str) -> str:
 def _verdict_class(row) -> str:
     if row.status != "done":
         return "pending"
+    if row.ok and getattr(row, "known_gap", False):
+        return "gap"                    # a gap CPython has, found as expected (issue 12)
     return "ok" if row.ok else "bad"
 
 
 def _campaign_table(result) -> str:
     out = ['<table id="campaign" class="campaign"><thead><tr>']
-    for h in ("scenario", "mutation", "verdict", "schedules", "to detect", "counterexample",
+    for h in ("scenario", "mutation", "version", "verdict", "schedules", "to detect", "counterexample",
               "time"):
         out.append(f"<th>{h}</th>")
     out.append("</tr></thead><tbody>")
@@ -60,6 +66,7 @@ def _campaign_table(result) -> str:
         detect = f"{r.first_detection} ({r.detected_by})" if r.first_detection is not None else ""
         out.append(
             f'<tr><td>{_esc(r.scenario)}</td><td>{_esc(r.mutation or "-")}</td>'
+            f'<td>{_esc(r.version or "-")}</td>'
             f'<td class="{_verdict_class(r)}">{_esc(r.verdict)}</td>'
             f'<td class="num">{r.schedules:,}</td><td class="num">{_esc(detect)}</td>'
             f'<td>{_esc(counterexample(r))}</td><td class="num">{r.seconds:.2f} s</td></tr>')
@@ -71,7 +78,7 @@ def _timeline(v: dict) -> str:
     """Replay the stored counterexample with a trace and lay it out per thread."""
     from ftlab.config import Config
     from ftlab.explore.execute import run
-    from ftlab.report.timeline import timeline_rows
+    from ftlab.report.timeline import Fold, Head, timeline_items
     from ftlab.scenarios import UnknownName, get
     from ftlab.sim.schedule import ScheduleError
     from ftlab.sim.strategies import Replay
@@ -85,22 +92,50 @@ def _timeline(v: dict) -> str:
         result = run(scenario, config, Replay(schedule), trace=True)
     except (UnknownName, ScheduleError, ValueError) as e:
         return f'<p class="bad">cannot replay it with this version of ftlab: {_esc(e)}</p>'
-    rows = timeline_rows(result.trace or [], result.violation)
+    items = timeline_items(result.trace or [], result.threads, result.violation)
+    ncols = len(result.threads)
+
+    def row(r) -> str:
+        cells = [""] * ncols
+        cells[r.thread] = _esc(r.text)
+        cls = ' class="mark"' if r.mark else ""
+        flag = "»" if r.switch else ""
+        return (f'<tr{cls}><td class="step">{r.step}{flag}</td>'
+                + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+
+    def head(thread: int, func: str) -> str:
+        cells = [""] * ncols
+        cells[thread] = f"<b>▸ {_esc(func)}</b>"
+        return '<tr class="func"><td></td>' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
     out = ['<table class="timeline"><thead><tr><th>step</th>']
     out.extend(f"<th>{_esc(t)}</th>" for t in result.threads)
     out.append("</tr></thead><tbody>")
-    for r in rows:
-        cells = [""] * len(result.threads)
-        cells[r.thread] = _esc(r.text)
-        cls = ' class="mark"' if r.mark else ""
-        out.append(f'<tr{cls}><td class="step">{r.step}</td>'
-                   + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    marked = False
+    for it in items:
+        if isinstance(it, Fold):
+            # a folded run: one line, expandable in the page (no script needed)
+            inner = []
+            func: dict[int, str] = {}
+            for r in it.rows:
+                if r.func and func.get(r.thread) != r.func:
+                    inner.append(head(r.thread, r.func))
+                    func[r.thread] = r.func
+                inner.append(row(r))
+            out.append(f'<tr class="fold"><td class="step">{it.rows[0].step}</td>'
+                       f'<td colspan="{ncols}"><details><summary>{_esc(it.text)}</summary>'
+                       f'<table class="folded">{"".join(inner)}</table></details></td></tr>')
+        elif isinstance(it, Head):
+            out.append(head(it.thread, it.func))
+        else:
+            marked = marked or it.mark
+            out.append(row(it))
     out.append("</tbody></table>")
     if result.violation is not None:
         out.append(f'<div class="violation">{_esc(result.violation)}</div>')
         out.append(f'<p class="invariant">invariant broken (<b>{_esc(result.violation.kind)}</b>): '
                    f"{_esc(invariant(result.violation.kind))}</p>")
-        if any(r.mark for r in rows):
+        if marked:
             out.append('<p class="meta">highlighted: the accesses to the memory the violation names</p>')
     else:
         out.append('<p class="bad">the replay did not fail (the model changed since it was stored?)</p>')
@@ -174,7 +209,7 @@ def render_html(store, cid: int) -> str:
 <style>{_CSS}</style></head>
 <body>
 <h1>ftlab campaign {cid}</h1>
-<p class="meta">status {_esc(result.status)}; seed {p.get('seed')}, version {_esc(p.get('version'))},
+<p class="meta">status {_esc(result.status)}; seed {p.get('seed')}, {_esc(versions_text(p))},
 batch {p.get('batch')}; wall time {result.wall_seconds:.1f} s; {_esc(summary)}</p>
 <h2>Campaign</h2>
 {_campaign_table(result)}

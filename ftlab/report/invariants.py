@@ -27,6 +27,13 @@ INVARIANTS: dict[str, str] = {
                  "to live objects, a BRC queue's included",
     "type-cache": "a type-cache lookup returns a value the attribute had at some moment during "
                   "the lookup",
+    # dicts (issue 10)
+    "dict-lookup": "a dict lookup returns an object that was the key's value at some moment "
+                   "during the lookup",
+    # QSBR page lists (gh-145615)
+    "page-list": "a page on a QSBR page list is on exactly one list, has a goal and (CPython "
+                 "main) is on its owner's list and out of the full queue; every empty page "
+                 "with a goal of a live heap is on a list",
     "deadlock": "while a thread is unfinished, some thread can run",
     "livelock": "every run ends within the step bound",
     "data-race": "every two accesses to the same memory, one of them a write and not both "

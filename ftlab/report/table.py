@@ -1,4 +1,4 @@
-"""The campaign table: one row per (scenario, mutation), as `ftlab explore` and `ftlab report`
+"""The campaign table: one row per (version, scenario, mutation), as `ftlab explore` and `ftlab report`
 print it (rich), and the list of stored violations."""
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def counterexample(row) -> str:
 def verdict_style(row) -> str:
     if row.status != "done":
         return "yellow"
+    if row.ok and getattr(row, "known_gap", False):
+        return "bold magenta"           # a gap CPython has, found as expected (issue 12)
     return "green" if row.ok else "bold red"
 
 
@@ -44,6 +46,7 @@ def campaign_table(result, title: str | None = None) -> Table:
     # Narrow terminals wrap the words; the numbers never break.
     t.add_column("scenario", overflow="fold")
     t.add_column("mutation", overflow="fold")
+    t.add_column("version", no_wrap=True)
     t.add_column("verdict")
     t.add_column("schedules", justify="right", no_wrap=True, min_width=6)
     t.add_column("to detect", justify="right", min_width=6)
@@ -53,15 +56,23 @@ def campaign_table(result, title: str | None = None) -> Table:
         detect = ""
         if r.first_detection is not None:
             detect = f"{r.first_detection} ({r.detected_by})"
-        t.add_row(r.scenario, r.mutation or "-", Text(r.verdict, style=verdict_style(r)),
+        t.add_row(r.scenario, r.mutation or "-", r.version or "-", Text(r.verdict, style=verdict_style(r)),
                   f"{r.schedules:,}", detect, counterexample(r), _fmt_seconds(r.seconds))
     return t
+
+
+def versions_text(params: dict) -> str:
+    """'versions 3.13.0, 3.14' (or 'version 3.14') for a campaign's header."""
+    from ftlab.explore.campaign import campaign_versions
+
+    vs = campaign_versions(params)
+    return f"version{'s' if len(vs) != 1 else ''} {', '.join(vs)}"
 
 
 def print_campaign(result, console: Console) -> None:
     head = f"campaign {result.id}" if result.id is not None else "campaign"
     p = result.params
-    console.print(f"{head}: seed {p.get('seed')}, version {p.get('version')}, "
+    console.print(f"{head}: seed {p.get('seed')}, {versions_text(p)}, "
                   f"batch {p.get('batch')}, db {result.db}"
                   + (" (resumed)" if result.resumed else ""))
     console.print(campaign_table(result))

@@ -56,8 +56,14 @@ async def mutex_lock(t: "ThreadState", m: int) -> None:
     """`PyMutex_Lock` (`_PyMutex_LockTimed` with `_PY_LOCK_DETACH`): CAS; if held, the thread
     detaches (suspending its critical sections), parks on the mutex's address until an unlock,
     re-attaches and retries."""
+    retry = False
     while True:
-        v = await t.mem.load(m, 1, ACQUIRE)
+        # A retry after a park or a lost CAS is a spin's reload: under c11 it reads the newest
+        # store (ftlab/sim/c11.py load_newest), as the parking lot's check just did; a stale
+        # read there would spin forever where C eventually sees the unlock.
+        load = t.mem.load_newest if retry else t.mem.load
+        retry = True
+        v = await load(m, 1, ACQUIRE)
         if not v & LOCKED:
             ok, _ = await t.mem.cas(m, v, v | LOCKED, 1, ACQUIRE, Tag.HEADER)
             if ok:

@@ -159,6 +159,8 @@ class GCState:
         from ftlab.runtime.pystate import GC_SCHEDULED_BIT
         self.rt = rt
         self.addr = rt.raw_calloc(16)
+        rt.name_struct(self.addr, 16, "gc", {self.COUNT: "young.count",
+                                             self.COLLECTING: "collecting"})
         self.threshold = rt.config.gc_threshold
         self.old0_threshold = 10        # != 0: the scaled threshold applies
         self.enabled = True

@@ -20,20 +20,32 @@ reads it), at once otherwise. `list_dealloc` frees its array at once (nobody can
 list). `_list_clear` (`tp_clear`) unlinks the array first (size 0, `ob_item` NULL) and then
 drops the items, so a finalizer run by one of those decrefs sees an empty list.
 
-Seam for issue 10 (lock-free `list[i]`, per-object critical sections): every mutator here
-(`list_append`, `list_setitem`, `list_resize`, `list_clear`) is what CPython runs *inside*
-`Py_BEGIN_CRITICAL_SECTION(self)`; the model leaves the lock to the caller, which is correct as
-long as only one thread mutates a list at a time (the GC scenarios hand a list from thread to
-thread through joins and events). Issue 10 adds the critical section around these functions,
-`ensure_shared_on_read`, and the lock-free reader `list_get_item_ref` (`_Py_TryXGetRef` on
-`ob_item[i]` with the capacity re-check), which is why `ob_item` and `ob_size` are already
-written with the release/relaxed atomics of the FT build.
+Every mutator here (`list_append`, `list_setitem`, `list_resize`, `list_clear`) is what
+CPython runs *inside* `Py_BEGIN_CRITICAL_SECTION(self)`: the caller holds the list's critical
+section (`pylist_append`, `PyList_Append`, takes it), or is the only thread that can reach the
+list (the GC scenarios hand a list from thread to thread through joins and events).
+
+Lock-free `list[i]` (`list_get_item_ref`): a list that neither is owned by the reader nor is
+shared is read under the lock (`list_item_impl`, which marks it shared). Otherwise: load
+`ob_size` (relaxed) and check the index, load `ob_item` (pairs with `list_resize`'s release
+store), check the index against the array's own capacity (`ob_size` and `ob_item` are loaded
+separately: the list may have shrunk in between), then `_Py_TryXGetRef(&ob_item[i])`, the
+try-incref re-checked against the slot. A failure takes `list_item_impl`: under the critical
+section, `_Py_NewRefWithLock(ob_item[i])` (which sets MAYBE_WEAKREF on an item whose shared
+field was 0, so that the next lock-free read of it succeeds). The old array the reader may
+still index stays allocated until it passes a quiescent state: `free_list_items(.., use_qsbr)`
+with `use_qsbr` the shared bit.
+
+Mutation `list-items-freed-at-once`: `free_list_items` frees the old array of a shared list at
+once, as for a list no other thread reads.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
+from ftlab.runtime import critical_section as cs
 from ftlab.runtime.object import (
     GC_BITS_SHARED,
     SIZEOF_PYOBJECT,
@@ -42,11 +54,14 @@ from ftlab.runtime.object import (
     gc_set_bits,
     gc_track,
     gc_untrack,
+    is_immortal,
     is_owned_by,
     load_field,
     new_object,
+    new_ref_with_lock,
+    try_xget_ref,
 )
-from ftlab.sim.atomics import RELAXED, RELEASE
+from ftlab.sim.atomics import RELAXED, RELEASE, SEQ_CST
 from ftlab.sim.memory import Tag
 
 if TYPE_CHECKING:
@@ -103,18 +118,20 @@ async def free_list_items(t: "ThreadState", items: int, use_qsbr: bool) -> None:
     """`free_list_items`: free the `_PyListArray` holding `items`, after a QSBR grace period if
     lock-free readers may still index it."""
     array = items - ARRAY_ITEMS
-    if use_qsbr:
+    if use_qsbr and not t.rt.mutated("list-items-freed-at-once"):
         size = ARRAY_ITEMS + 8 * t.mem.load_u64(array)
         await t.free_delayed(array, size)
     else:
         await t.free(array)
 
 
-async def list_allocate_array(t: "ThreadState", capacity: int) -> int:
-    """`list_allocate_array`: a zeroed `_PyListArray` of `capacity` items; returns `ob_item`."""
+async def list_allocate_array(t: "ThreadState", capacity: int, zeroed: bool = True) -> int:
+    """`list_allocate_array`: a `_PyListArray` of `capacity` items, zeroed unless the caller
+    writes every item itself; returns `ob_item`."""
     array = await t.malloc(ARRAY_ITEMS + 8 * capacity)
     t.mem.store_u64(array, capacity, Tag.PAYLOAD)
-    t.mem.fill(array + ARRAY_ITEMS, 8 * capacity, 0, Tag.PAYLOAD)
+    if zeroed:
+        t.mem.fill(array + ARRAY_ITEMS, 8 * capacity, 0, Tag.PAYLOAD)
     return array + ARRAY_ITEMS
 
 
@@ -144,11 +161,13 @@ async def list_resize(t: "ThreadState", op: int, newsize: int) -> None:
         return
     capacity = new_allocated(newsize, size)
     ensure_shared_on_resize(t, op)
-    items = await list_allocate_array(t, capacity) if capacity else 0
+    items = await list_allocate_array(t, capacity, zeroed=False) if capacity else 0
     old_items = mem.load_u64(op + OB_ITEM)
-    if old_items and items:
-        keep = min(capacity, allocated)
-        mem.write_bytes(items, mem.read_bytes(old_items, 8 * keep))   # memcpy
+    if items:
+        keep = min(capacity, allocated) if old_items else 0
+        if keep:
+            mem.write_bytes(items, mem.read_bytes(old_items, 8 * keep))   # memcpy
+        mem.fill(items + 8 * keep, 8 * (capacity - keep), 0, Tag.PAYLOAD)   # the tail
     # pairs with the acquire load of ob_item by lock-free readers (list_get_item_ref)
     await mem.store(op + OB_ITEM, items, 8, RELEASE, Tag.PAYLOAD)
     mem.store_u64(op + ALLOCATED, capacity, Tag.PAYLOAD)
@@ -187,6 +206,14 @@ async def list_setitem(t: "ThreadState", op: int, i: int, item: int) -> None:
         await t.decref(old)
 
 
+async def pylist_append(t: "ThreadState", op: int, item: int) -> None:
+    """`PyList_Append`: a new reference to `item` appended under the list's critical section."""
+    await t.incref(item)
+    c = await cs.begin(t, op)
+    await list_append(t, op, item)
+    await cs.end(t, c)
+
+
 def list_getitem(t: "ThreadState", op: int, i: int) -> int:
     """`PyList_GET_ITEM`: a borrowed reference to item `i` (0 for NULL), read by the thread
     that holds the list's lock."""
@@ -194,7 +221,99 @@ def list_getitem(t: "ThreadState", op: int, i: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Reading an item: the lock-free path first, the locked one beside it
+
+def list_capacity(mem, items: int) -> int:
+    """`list_capacity(ob_item)`: the `allocated` word of the `_PyListArray` (a plain read: it
+    is written once, before the array is published)."""
+    return mem.load_u64(items - ARRAY_ITEMS)
+
+
+async def list_get_item_ref(t: "ThreadState", op: int, i: int) -> int:
+    """`list_get_item_ref`: a new reference to item `i`, or 0 if out of range."""
+    mem = t.mem
+    if not is_owned_by(t, op) and not is_list_shared(mem, op):
+        return await list_item_impl(t, op, i)
+    size = await mem.load(op + OB_SIZE, 8, RELAXED)
+    if not 0 <= i < size:
+        return 0
+    ob_item = await mem.load(op + OB_ITEM, 8, SEQ_CST)    # pairs with list_resize's release
+    if ob_item == 0:
+        return 0
+    if not 0 <= i < list_capacity(mem, ob_item):
+        return 0
+    item = await try_xget_ref(t, ob_item + 8 * i)
+    if item == 0:
+        return await list_item_impl(t, op, i)
+    return item
+
+
+async def list_item_impl(t: "ThreadState", op: int, i: int) -> int:
+    """`list_item_impl`: under the critical section mark the list shared (from now on its old
+    arrays go through QSBR) and return `_Py_NewRefWithLock(ob_item[i])`, or 0."""
+    c = await cs.begin(t, op)
+    mem = t.mem
+    if not is_list_shared(mem, op):
+        gc_set_bits(mem, op, GC_BITS_SHARED)
+    item = 0
+    if 0 <= i < load_field(t, op, OB_SIZE):
+        item = mem.load_u64(mem.load_u64(op + OB_ITEM) + 8 * i)
+        if item:
+            await new_ref_with_lock(t, item)
+    await cs.end(t, c)
+    return item
+
+
+# ---------------------------------------------------------------------------------------------
 # tp_clear and tp_dealloc
+
+def _run_end(raw: bytes, pos: int, word: bytes) -> int:
+    """The end of the run of `word` (8 bytes) starting at `pos` in `raw`: whole-run byte
+    comparisons, galloping then bisecting, so `[None] * 131072` costs ~20 memcmps, not 131072
+    Python steps."""
+    words = (len(raw) - pos) // 8
+    good, k = 1, 2
+    while k <= words and raw[pos:pos + 8 * k] == word * k:
+        good, k = k, 2 * k
+    bad = min(k, words + 1)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if raw[pos:pos + 8 * mid] == word * mid:
+            good = mid
+        else:
+            bad = mid
+    return pos + 8 * good
+
+
+async def _decref_items(t: "ThreadState", items: int, n: int) -> None:
+    """`Py_XDECREF` of `items[0:n]`, the last first. The array is read in one go (what the C
+    loop's plain loads read: only this thread can reach it now). A decref of an immortal item
+    changes nothing (an immortal object stays immortal and a mortal one does not become one),
+    so it is only counted, and a run of one immortal item (`[None] * 131072`) or of NULLs is
+    skipped as a whole; the mortal items are then decref'd from the last to the first."""
+    mem = t.mem
+    raw = mem.read_bytes(items, 8 * n) if n else b""
+    immortal: dict[int, bool] = {0: True}       # NULL: skipped, not counted
+    mortal: list[int] = []
+    skipped = 0
+    pos = 0
+    while pos < len(raw):
+        (item,) = struct.unpack_from("<Q", raw, pos)
+        known = immortal.get(item)
+        if known is None:
+            known = immortal[item] = is_immortal(mem, item)
+        if not known:
+            mortal.append(item)
+            pos += 8
+            continue
+        stop = _run_end(raw, pos, raw[pos:pos + 8])
+        if item:
+            skipped += (stop - pos) // 8
+        pos = stop
+    t.rt.stats["refcnt_immortal"] += skipped
+    for item in reversed(mortal):
+        await t.decref(item)
+
 
 async def list_clear(t: "ThreadState", op: int) -> None:
     """`_list_clear` (`tp_clear`): unlink the array (size 0, `ob_item` NULL, allocated 0), drop
@@ -208,10 +327,7 @@ async def list_clear(t: "ThreadState", op: int) -> None:
     await mem.store(op + OB_SIZE, 0, 8, RELAXED, Tag.PAYLOAD)
     await mem.store(op + OB_ITEM, 0, 8, RELEASE, Tag.PAYLOAD)
     mem.store_u64(op + ALLOCATED, 0, Tag.PAYLOAD)
-    for i in reversed(range(n)):
-        item = mem.load_u64(items + 8 * i)
-        if item:
-            await t.decref(item)
+    await _decref_items(t, items, n)
     await free_list_items(t, items, is_list_shared(mem, op))
 
 
@@ -224,10 +340,7 @@ async def list_dealloc(t: "ThreadState", op: int) -> None:
     if items == 0:
         return
     n = mem.load_u64(op + OB_SIZE)
-    for i in reversed(range(n)):
-        item = mem.load_u64(items + 8 * i)
-        if item:
-            await t.decref(item)
+    await _decref_items(t, items, n)
     await free_list_items(t, items, False)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import types
 from typing import TYPE_CHECKING
 
-from ftlab.sim.atomics import ACQ_REL, ACQUIRE, RELAXED, RELEASE
+from ftlab.sim.atomics import ACQUIRE, RELAXED, RELEASE, SEQ_CST
 from ftlab.sim.memory import Tag
 
 if TYPE_CHECKING:
@@ -56,12 +56,14 @@ async def seqlock_lock_write(t: "ThreadState", seq: int) -> None:
     while True:
         if prev & 1:
             await _spin_until_changed(t, seq, prev)     # another writer is active
-            prev = await mem.load(seq, 4, RELAXED)
+            prev = await mem.load_newest(seq, 4, RELAXED)  # a spin's reload (c11: newest)
             continue
-        # acq_rel stands for the CAS plus the release fence after it (gh-121368): the field
-        # stores that follow cannot be seen before the odd value (pairs with `end_read`).
-        ok, prev = await mem.cas(seq, prev, prev + 1, 4, ACQ_REL, Tag.META)
+        # The CAS and the release fence after it (gh-121368): the field stores that follow
+        # cannot be seen before the odd value (pairs with `end_read`'s acquire fence).
+        ok, prev = await mem.cas(seq, prev, prev + 1, 4, SEQ_CST, Tag.META)
         if ok:
+            if not t.rt.mutated("seqlock-lock-write-no-fence"):
+                mem.fence_now(RELEASE)
             return
 
 
@@ -88,7 +90,7 @@ async def seqlock_begin_read(t: "ThreadState", seq: int) -> int:
     value = await t.mem.load(seq, 4, ACQUIRE)
     while value & 1:
         await _spin_until_changed(t, seq, value)
-        value = await t.mem.load(seq, 4, ACQUIRE)
+        value = await t.mem.load_newest(seq, 4, ACQUIRE)  # a spin's reload (c11: newest)
     return value
 
 
@@ -97,7 +99,14 @@ async def seqlock_end_read(t: "ThreadState", seq: int, previous: int) -> bool:
     (the acquire fence before the reload: the field loads are not moved after it)."""
     if t.rt.mutated(MUTATION):
         return True
-    if await t.mem.load(seq, 4, ACQUIRE) == previous:
-        return True
+    if t.rt.mutated("seqlock-end-read-no-fence"):
+        # Before gh-121368: an acquire load orders the loads after it, not the field loads
+        # before it, so a reader can see a new field and the old sequence.
+        if await t.mem.load(seq, 4, ACQUIRE) == previous:
+            return True
+    else:
+        t.mem.fence_now(ACQUIRE)
+        if await t.mem.load(seq, 4, RELAXED) == previous:
+            return True
     await t.yield_now()
     return False

@@ -28,9 +28,13 @@ owner's BRC queue (`brc.queue_object`).
 Lock-free readers (a dict or list read without the container's lock) use try-incref, which
 refuses a shared field of exactly 0 or exactly MERGED: 0 means the owner may free the object on
 its fast path without any atomic operation, so a racing non-owner increment could revive a
-freed object; MERGED/0 means it is being freed. Writers set MAYBE_WEAKREF on objects stored
-into lock-free-readable slots so that the owner's last decref takes the CAS path, which
-linearises with the reader's CAS. The reader re-checks the slot after its increment, because
+freed object; MERGED/0 means it is being freed. A store into a dict or list does not change
+the stored object's shared field: an object that no other thread has referenced (field 0) makes
+the first lock-free read of it fail, and the reader's locked fallback (the `read_failed`
+path of `_Py_dict_lookup_threadsafe`, `list_item_impl`) takes its reference with
+`_Py_NewRefWithLock`, which adds 4 and sets MAYBE_WEAKREF (weakref creation,
+`_PyObject_SetMaybeWeakref`, is the other way an object gets it). From then on the owner's last decref takes the CAS path, which
+linearises with a reader's CAS. The reader re-checks the slot after its increment, because
 delayed page reuse (mimalloc pages that held objects are kept for their size class until a
 QSBR grace period) lets the address hold a new object of the same size.
 
@@ -127,6 +131,7 @@ GC_BITS_FINALIZED = 1 << 1              # tp_finalize was called
 GC_BITS_UNREACHABLE = 1 << 2            # set by the GC during a collection
 GC_BITS_FROZEN = 1 << 3
 GC_BITS_SHARED = 1 << 4                 # may be read lock-free: free its buffers with QSBR
+GC_BITS_SHARED_INLINE = 1 << 5          # 3.13: the object's own memory is read lock-free
 GC_BITS_DEFERRED = 1 << 6
 
 _U64 = (1 << 64) - 1
@@ -417,6 +422,13 @@ async def dealloc(t: "ThreadState", op: int) -> None:
         from ftlab.runtime import gc as _gc
         rt.observer.gc_object_freed(t, op)
         await _gc.record_deallocation(t)
+        if gc_bits(t.mem, op) & GC_BITS_SHARED_INLINE and rt.config.version == "3.13.0":
+            # 3.13's PyObject_GC_Del: an object whose memory others read without a lock is
+            # freed with `_PyObject_FreeDelayed` (the 3.14 policy's object items are deferred
+            # decrefs instead, `_PyObject_XDecRefDelayed`: obmalloc.free_work_item).
+            from ftlab.runtime import obmalloc as _obmalloc
+            await _obmalloc.object_free_delayed(t, op - tp.presize)
+            return
     await object_free(t, op - (tp.presize if tp is not None else 0))
 
 
@@ -522,7 +534,7 @@ async def merge_zero_local_refcount(t: "ThreadState", op: int) -> None:
         return
     rt.observer.merge_started(t, op)
     bug = rt.config.mutated("merge-order-bug")
-    if not bug:
+    if not bug and not rt.config.mutated("merge-keeps-tid"):
         await _on_live(t, op, "ob_tid (merge)",
                        mem.store(op + OB_TID, UNOWNED_TID, 8, RELAXED, Tag.HEADER))
     while True:

@@ -68,8 +68,25 @@ accesses, seen by the race detector). The page list of thread `t` lives in the h
 (`QsbrPageHooks.page_list(t)`), not in `t.mimalloc`. C 3.13.0 passes no size to
 `_PyMem_FreeDelayed`; the model takes one anyway, for the statistics. A chunk allocation never
 fails, so the stop-the-world fallback of `free_delayed` is not modelled; nor is
-`_PyMem_ProcessDelayedNoDealloc` (the GC's variant) or 3.14.x's later fixes (gh-145615: the
-owner's list instead of the current thread's, leaving the full queue).
+`_PyMem_ProcessDelayedNoDealloc` (the GC's variant).
+
+CPython main (version "main", gh-145615, PR #145626): a page can be emptied by a thread that
+does not own it, with the world stopped: the GC's heap visit processes another heap's delayed
+frees (`_mi_heap_delayed_free_partial`), whose last block retires the page through
+`_PyMem_mi_page_maybe_free`. Main links the page on its owner's list (the tstate of the page's
+heap's tld), since only the owner walks its list and may free the page; 3.13 and 3.14 before
+the fix link it on the current thread's (mutation `qsbr-page-list-current-thread`). A page
+retired from the full queue is moved back to its size-class queue (`_mi_page_unfull`) before it
+waits, since allocation never searches the full queue; before the fix it stayed there, stranded
+until its goal freed it (`qsbr-page-stranded`). The third part of PR #145626 (the goal cleared
+in `_mi_page_thread_free_collect` only when `used == 0`) is not modelled: the fixed source
+could not be read, and the reference's one-line summary does not say where a page that is
+reused while listed (allocated from again, `used > 0`) loses its goal. Taken literally it
+would keep a stale goal on such a page, so its next `_PyMem_mi_page_maybe_free` could free
+it at that old goal while a lock-free reader still holds a block freed since; modelling it
+needs the fixed `page.c`/`obmalloc.c`. The `page-list`
+oracle (`ftlab.check.pagelist`) checks the lists through the `qsbr_page_linked` and
+`qsbr_page_unlinked` events.
 
 Block counting (`get_num_global_allocated_blocks`, `sys.getallocatedblocks()`, gh-115184)
 -----------------------------------------------------------------------------------------
@@ -81,7 +98,9 @@ waiting in a delayed-free queue or on a QSBR page list are still allocated. Inva
 `block-count`): the count equals the number of blocks handed out and not freed at that moment.
 
 Mutations: `no-free-delayed` (`free_delayed` frees at once), `no-page-delay` (`page_maybe_free`
-frees at once); block counting: `blockcount-skips-abandoned` (the abandoned pool is not
+frees at once), `free-delayed-stale-goal` (an item's goal is the write sequence read before the
+advance), `reclaim-ignores-goal` (`page_is_safe_to_free` frees an abandoned all-free page
+without looking at its goal); block counting: `blockcount-skips-abandoned` (the abandoned pool is not
 visited: dead threads' blocks vanish until a thread reclaims them), `blockcount-no-stw` (the
 pages are walked, and collected, while their owners run), `blockcount-no-collect` (`used` is
 read before the cross-thread frees are collected).
@@ -97,8 +116,8 @@ from typing import TYPE_CHECKING
 
 from ftlab.runtime import qsbr as _qsbr
 from ftlab.runtime.mimalloc.init import MiHooks
-from ftlab.runtime.mimalloc.page import page_block_size, page_free
-from ftlab.runtime.mimalloc.page_queue import page_queue_of
+from ftlab.runtime.mimalloc.page import page_block_size, page_free, page_unfull
+from ftlab.runtime.mimalloc.page_queue import IN_FULL, page_queue_of
 from ftlab.runtime.mimalloc.types import HEAP_TAG_COUNT
 from ftlab.runtime.mimalloc.visit import abandoned_pool_visit_blocks, heap_visit_blocks
 from ftlab.sim.atomics import RELAXED
@@ -132,6 +151,12 @@ QSBR_PAGE_MEM_LIMIT = 4096 * 20         # bytes of pages deferred since the last
 
 INTERP_QUEUE_HAS_WORK = 0               # int has_work, the only field kept in simulated memory
 SIZEOF_INTERP_QUEUE = 16
+
+
+def _gh145615(rt: "Runtime") -> bool:
+    """CPython main's QSBR page lists (gh-145615, PR #145626): a deferred page goes on its
+    owner's list and leaves the full queue."""
+    return rt.config.version == "main"
 
 
 def _revised(rt: "Runtime") -> bool:
@@ -186,6 +211,8 @@ class InterpFreeQueue:
 
     def __init__(self, rt: "Runtime") -> None:
         self.addr = rt.raw_calloc(SIZEOF_INTERP_QUEUE)
+        rt.name_struct(self.addr, SIZEOF_INTERP_QUEUE, "mem_free_queue",
+                       {INTERP_QUEUE_HAS_WORK: "has_work"})
         self.mutex = rt.mutex("mem_free_queue.mutex")
         self.head: list[WorkChunk] = []
 
@@ -310,6 +337,16 @@ def should_advance_qsbr_for_page(q: "_qsbr.QsbrThreadState", page: "Page") -> bo
 
 async def _free_goal(t: "ThreadState", size: int) -> int:
     q = t.qsbr
+    if t.rt.mutated("free-delayed-stale-goal"):
+        # The write sequence before any advance: a goal already reached by every thread that
+        # has quiesced since the last advance, even one that loaded the pointer afterwards.
+        stale = await _qsbr.shared_current(q.shared)
+        await _free_goal_faithful(t, q, size)
+        return stale
+    return await _free_goal_faithful(t, q, size)
+
+
+async def _free_goal_faithful(t: "ThreadState", q: "_qsbr.QsbrThreadState", size: int) -> int:
     if not _revised(t.rt):
         return await _qsbr.deferred_advance(q)
     if should_advance_qsbr_for_free(q, size):
@@ -401,19 +438,27 @@ async def process_queue(t: "ThreadState", head: list[WorkChunk], keep_empty: boo
     """`process_queue`: free the items of `head` whose goals `t`'s QSBR state reports reached,
     in FIFO order, stopping at the first that is not; free drained chunks, keeping the last one
     if `keep_empty` (the thread queue)."""
-    q = t.qsbr
     state = t.rt.obmalloc
     while head:
         buf = head[0]
         rd = _rd_idx(t, buf)
         if rd < _wr_idx(t, buf):
             ptr, goal = _item(t, buf, rd)
-            if not await _qsbr.poll(q, goal):
+            # `tstate->qsbr` read for every item, as C does: the previous item's free may have
+            # run a destructor that blocked (detached) while another thread grew the QSBR
+            # array, which moves this thread's slot.
+            if not await _qsbr.poll(t.qsbr, goal):
                 return
-            _set_rd_idx(t, buf, rd + 1)     # before the free, which may re-enter
             size = buf.sizes[rd]
             state._held(-1, -size)
             t.rt.stats["delayed_freed"] += 1
+            if t.rt.mutated("process-queue-rd-after-free"):
+                await free_work_item(t, ptr, cb)
+                _set_rd_idx(t, buf, rd + 1)
+                continue
+            # Before the free: the free may run a destructor whose Python code reaches an
+            # eval-breaker check and processes this queue again (re-entrant process_queue).
+            _set_rd_idx(t, buf, rd + 1)
             await free_work_item(t, ptr, cb)
             continue
         if keep_empty and len(head) == 1:
@@ -538,6 +583,7 @@ class QsbrPageHooks(MiHooks):
         plist[page] = None                  # llist_insert_tail
         self.home[page] = plist
         page.qsbr_linked = True
+        self.rt.observer.qsbr_page_linked(t, page)
         self.state._pages(1, page.capacity * page_block_size(page))
 
     def page_unlink_qsbr(self, page: "Page") -> None:
@@ -546,6 +592,7 @@ class QsbrPageHooks(MiHooks):
             plist = self.home.pop(page)
             del plist[page]
             page.qsbr_linked = False
+            self.rt.observer.qsbr_page_unlinked(page)
             self.state._pages(-1, -(page.capacity * page_block_size(page)))
 
     def page_clear_qsbr(self, page: "Page") -> None:
@@ -573,7 +620,18 @@ class QsbrPageHooks(MiHooks):
         self.page_clear_qsbr(page)
         page.retire_expire = 0
         page.qsbr_goal = await _page_goal(t, page)
-        self._link(t, page)
+        owner = t
+        if _gh145615(rt):
+            # The page may be another thread's: with the world stopped the GC processes
+            # other heaps' delayed frees (heap visiting), which can empty their pages. Only
+            # the owner walks and frees its list (`_PyMem_mi_heap_collect_qsbr`).
+            if not rt.mutated("qsbr-page-list-current-thread"):
+                owner = page.heap.tld.tstate
+            # An emptied full page is retired from the full queue, which allocation never
+            # searches: leave it, so the page can serve allocations while it waits.
+            if page.flags & IN_FULL and not rt.mutated("qsbr-page-stranded"):
+                page_unfull(page)
+        self._link(owner, page)
         rt.stats["qsbr_pages_deferred"] += 1
         if rt.machine.trace is not None:
             rt.machine.record(t.vt, f"page {page!r} waits for QSBR goal {page.qsbr_goal}")
@@ -607,11 +665,25 @@ class QsbrPageHooks(MiHooks):
         its goal is reached (the cached `rd_seq`, no scan)."""
         assert page.used == 0 and not page.qsbr_linked, (
             "a reclaimed page asked about is not all free, or is still on a QSBR page list")
-        if page.use_qsbr and page.qsbr_goal != 0:
+        if page.use_qsbr and page.qsbr_goal != 0 and not self.rt.mutated("reclaim-ignores-goal"):
             t = self._current()
             if t is None or t.qsbr is None:
                 return False
             return await _qsbr.goal_reached(t.qsbr, page.qsbr_goal)
+        if page.use_qsbr and self.rt.config.abandoned_page_goal:
+            # The proposed fix: goal 0 here means the page was emptied by cross-thread frees,
+            # which have no QSBR hook, so no grace period has started. A reader may hold a
+            # pointer it loaded before the last free: start one now (the frees happen-before
+            # this collect) and keep the page until it ends.
+            t = self._current()
+            if t is not None and t.qsbr is not None:
+                page.qsbr_goal = await _page_goal(t, page)
+                self.rt.stats["qsbr_abandoned_pages_given_goal"] += 1
+                if self.rt.machine.trace is not None:
+                    self.rt.machine.record(
+                        t.vt, f"abandoned page {page!r} emptied remotely waits for QSBR goal"
+                        f" {page.qsbr_goal}")
+                return False
         return True
 
     def page_reclaimed(self, page: "Page") -> None:

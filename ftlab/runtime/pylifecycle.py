@@ -55,6 +55,8 @@ _RAISE_POINTS: dict[str, tuple[str, str, str]] = {
 
 
 def _version_key(v: str) -> tuple[int, ...]:
+    if v == "main":                     # CPython main (3.15 development): after every release
+        return (3, 15)
     return tuple(int(x) for x in v.split("."))
 
 

@@ -50,15 +50,24 @@ class Runtime:
         self.config = config or Config()
         c = self.config
         race = RaceDetector(locations=race_locations) if c.race_detection else None
-        self.machine = Machine(max_steps=c.max_steps, race=race, trace=c.trace)
+        self.machine = Machine(max_steps=c.max_steps, race=race, trace=c.trace,
+                               memory_model=c.memory_model)
         self.mem = self.machine.mem
         self.tstates: list[ThreadState] = []
         # The oracles' view of the runtime; a no-op until `add_observer`.
         self.observer: Observer = Observer()
+        # Layout knowledge for counterexamples in words (issue 16; read only by
+        # ftlab/report/names.py): (addr, size, struct name, {offset: field}, stride) of the
+        # runtime's own structures, appended where they are allocated (rare: never per access).
+        self.struct_names: list[tuple[int, int, str, dict[int, str], int]] = []
+        self.tstates_made = 0
         # Interpreter state of pystate.c, ceval_gil.c and qsbr.c (one interpreter).
         # Finalization phases and the finalizing thread state (pylifecycle.py); `finalizing`
         # below reads it.
         self.lifecycle = Finalization(c.version)
+        # What `finalize_modules` tears down in the FINALIZING phase (module globals: the
+        # destructors they run), registered by scenarios with `at_module_teardown`.
+        self.module_teardown: list[Callable[["ThreadState"], Awaitable[None]]] = []
         # `interp->threads.head`: the linked thread states, newest first, under `head_lock`.
         self.threads_head: list[ThreadState] = []
         self.head_lock = Mutex(self.machine, "HEAD_LOCK")
@@ -124,6 +133,12 @@ class Runtime:
         addr = self.mem.reserve(size, OS_PAGE_SIZE)
         self.mem.commit(addr, size)
         return addr
+
+    def name_struct(self, addr: int, size: int, name: str, fields: dict[int, str],
+                    stride: int = 0) -> None:
+        """Declare the struct at `addr` for the timeline's names (`qsbr.wr_seq`); `stride`: an
+        array of `size // stride` such structs (`qsbr.slot[1].seq`)."""
+        self.struct_names.append((addr, size, name, fields, stride))
 
     def raw_free(self, addr: int) -> None:
         self.mem.release(addr)
@@ -195,7 +210,9 @@ class Runtime:
         mem = self.mem
         num_parked = 0
         for t in tuple(self.threads_head):
-            state = await mem.load(t.state_addr, 4, RELAXED)
+            # c11 memory model: C re-scans every 1 ms until it sees the detach; the model's
+            # re-scans are pokes, so it reads the newest state (ftlab/sim/c11.py, load_newest).
+            state = await mem.load_newest(t.state_addr, 4, RELAXED)
             if state == THREAD_DETACHED:
                 # Pairs with the CAS in `attach`: exactly one of them wins.
                 ok, state = await mem.cas(t.state_addr, THREAD_DETACHED, THREAD_SUSPENDED, 4,
@@ -281,11 +298,29 @@ class Runtime:
             lc = self.lifecycle
             for phase in (Phase.WAIT_FOR_THREADS, Phase.ATEXIT, Phase.FINALIZING):
                 lc.advance(phase, t)
+            for teardown in self.module_teardown:      # finalize_modules: destructors run
+                await teardown(t)
             await obmalloc.fini_delayed(t)
             lc.advance(Phase.FINI)
+            self._zapthreads(t)
 
         self.start_thread(main, name="finalize", after_all=True)
         self.machine.run(RoundRobin().execution(0))
+
+    def at_module_teardown(self, fn: Callable[["ThreadState"], Awaitable[None]]) -> None:
+        """Run `fn(finalizing_tstate)` in `finalize_modules`, after the finalizing thread state
+        is set: what clearing a module's globals does (their destructors run)."""
+        self.module_teardown.append(fn)
+
+    def _zapthreads(self, t: "ThreadState") -> None:
+        """`PyInterpreterState_Clear`'s `zapthreads`: free every thread state still linked in
+        the interpreter but the finalizing one. Every thread started before finalization was
+        joined and has unlinked itself; a thread started later (which thread start refuses
+        with PythonFinalizationError) would be running on the memory freed here."""
+        for ts in list(self.threads_head):
+            if ts is not t and ts.block:
+                self.threads_head.remove(ts)
+                self.raw_free(ts.block)
 
     def run_main(self, fn: Callable[["ThreadState"], Awaitable[Any]]) -> Any:
         """Run a one-thread program to completion and return its result."""
@@ -337,6 +372,10 @@ class ThreadState:
         self.vt = vt        # None until the thread is spawned
         self.mem = rt.mem
         self.block = rt.raw_calloc(TSTATE_SIZE)     # state DETACHED, no eval-breaker bit
+        rt.tstates_made += 1
+        rt.name_struct(self.block, TSTATE_SIZE, f"tstate#{rt.tstates_made}",
+                       {STATE_OFFSET: "state", EVAL_BREAKER_OFFSET: "eval_breaker",
+                        MIMALLOC_INITIALIZED_OFFSET: "mimalloc.initialized"})
         self.qsbr: qsbr.QsbrThreadState | None = None
         self.tid = self.block
         self.brc = brc.BrcThreadState()
@@ -399,7 +438,8 @@ class ThreadState:
         state in the interpreter (`new_threadstate`, which may stop the world to grow the QSBR
         array), then the new thread starts and attaches. Once the interpreter is finalizing
         this raises PythonFinalizationError (`do_start_joinable_thread`)."""
-        self.rt.lifecycle.check("thread_start")
+        if not self.rt.mutated("finalization-allows-threads"):
+            self.rt.lifecycle.check("thread_start")
         ts = ThreadState(self.rt, None)
         await ts.new_threadstate(self)
         return self.rt.start_thread(fn, *args, name=name, parent=self, tstate=ts)

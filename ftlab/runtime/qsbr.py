@@ -118,6 +118,8 @@ class QsbrShared:
     def __init__(self, rt: "Runtime") -> None:
         self.rt = rt
         self.addr = rt.raw_calloc(SHARED_SIZE)
+        rt.name_struct(self.addr, SHARED_SIZE, "qsbr", {WR_SEQ_OFFSET: "wr_seq",
+                       RD_SEQ_OFFSET: "rd_seq", ARRAY_OFFSET: "array", SIZE_OFFSET: "size"})
         mem = rt.mem
         # Set-up, before any thread runs: plain stores.
         mem.store_u64(self.addr + WR_SEQ_OFFSET, QSBR_INITIAL, Tag.META)
@@ -352,6 +354,8 @@ def grow_thread_array(shared: QsbrShared) -> None:
     old_size = shared.size
     new_size = max(old_size * 2, MIN_ARRAY_SIZE)
     array = rt.raw_calloc(new_size * QSBR_PAD_SIZE)
+    rt.name_struct(array, new_size * QSBR_PAD_SIZE, "qsbr.slot", {SEQ_OFFSET: "seq"},
+                   QSBR_PAD_SIZE)
     old_array = mem.load_u64(shared.addr + ARRAY_OFFSET)
     slots = []
     for i in range(new_size):
@@ -439,10 +443,15 @@ async def unregister(t: "ThreadState") -> None:
     wait for the mutex does not detach): give the slot back. `t.qsbr` is read inside the mutex:
     the array may have grown (moving the slot) while this thread waited for it."""
     shared = t.rt.qsbr
+    mem = t.rt.mem
+    stale = t.qsbr if t.rt.mutated("qsbr-unregister-stale-slot") else None
     await shared.mutex.lock()
-    qsbr = t.qsbr
+    qsbr = t.qsbr if stale is None else stale
     assert qsbr is not None, f"{t.name} unregisters from QSBR without a slot"
-    assert qsbr.peek_seq() == QSBR_OFFLINE, "thread state must be detached"
+    # The debug build's `assert(qsbr->seq == 0)` reads the pad: a plain load, ordered after
+    # any growth by the mutex (the growth copies the pads holding it). Through a slot pointer
+    # loaded before the mutex, it reads the array the growth freed.
+    assert mem.load_u64(qsbr.addr) == QSBR_OFFLINE, "thread state must be detached"
     assert qsbr.allocated and qsbr.tstate is t, "unregistering a slot the thread does not own"
     t.qsbr = None
     qsbr.tstate = None

@@ -14,7 +14,7 @@ modelled) after its PyObject header:
     +40 tp_mro          u64  a tuple: the type, then its bases' MRO (first occurrence kept;
                              enough for the single-inheritance shapes the scenarios use)
     +48 tp_bases        u64  a tuple of the direct bases
-    +56 attributes      ATTR_SLOTS x (name, value): the type's dict; a value is a strong ref
+    +56 tp_dict         u64  the type's dict (`ftlab.runtime.dictobject`): name -> strong ref
 
 Cache entry (`struct type_cache_entry`, 24 bytes): +0 version u32, +4 sequence u32
 (`_PySeqLock`), +8 name (an interned name; names are immortal here), +16 value (borrowed).
@@ -26,7 +26,11 @@ version and the entry's name; on a match try-incref the value and validate the r
 version *before* walking the MRO (gh-132942: the walk may block and release the section, and a
 value found then must not be cached under a newer version), finds the name (a new reference),
 releases the lock and publishes the entry under the write side of the seqlock with the version
-stored last, with release (gh-132942). The entry's value is borrowed: it is valid only while
+stored last, with release (gh-132942). The walk reads each base's dict with
+`_PyDict_GetItemRef` (lock-free, falling back to the dict's critical section): blocking there
+suspends TYPE_LOCK's section, so another thread can assign an attribute in the middle of the
+walk. Attribute assignment takes TYPE_LOCK and the type's dict together
+(`BEGIN_TYPE_DICT_LOCK`, a two-mutex critical section). The entry's value is borrowed: it is valid only while
 the version matches, and every assignment that could drop the value first sets the version to
 0 (`type_modified_unlocked`), which is what makes the try-incref of the fast path safe.
 
@@ -34,10 +38,10 @@ Invariant (oracle `type-cache`, `ftlab.check.typecache`): a lookup returns a val
 the attribute's value (through the MRO) at some moment during the lookup.
 
 Mutations: `type-cache-no-seqlock` (`ftlab.runtime.lock`); `borrowed-mro` (`get_mro`
-returns the tuple borrowed, as the default build may). The switch `type-cache-version-first`
-(pre-gh-132942: the version read after the MRO walk, published before the value) is wired here
-but not yet listed in `MUTATIONS`: in this model the MRO walk never blocks (the type dicts have
-no critical section of their own yet), so no scenario can expose it.
+returns the tuple borrowed, as the default build may); `type-cache-version-first`
+(pre-gh-132942: the version assigned after the MRO walk and published before the value: a walk
+that blocked while another thread assigned a shadowing attribute caches the old value under the
+type's new version).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ftlab.runtime import critical_section as cs
+from ftlab.runtime import dictobject as dt
 from ftlab.runtime.lock import (
     seqlock_abandon_write,
     seqlock_begin_read,
@@ -52,7 +57,7 @@ from ftlab.runtime.lock import (
     seqlock_lock_write,
     seqlock_unlock_write,
 )
-from ftlab.runtime.object import SIZEOF_PYOBJECT, try_incref, try_incref_compare
+from ftlab.runtime.object import OB_MUTEX, SIZEOF_PYOBJECT, try_incref, try_incref_compare
 from ftlab.runtime.tupleobject import tuple_new, tuple_set_item, tuple_size, OB_ITEM as TUPLE_ITEM
 from ftlab.sim.atomics import ACQUIRE, RELAXED, RELEASE
 from ftlab.sim.memory import Tag
@@ -63,9 +68,8 @@ if TYPE_CHECKING:
 TP_VERSION_TAG = SIZEOF_PYOBJECT
 TP_MRO = SIZEOF_PYOBJECT + 8
 TP_BASES = SIZEOF_PYOBJECT + 16
-TP_ATTRS = SIZEOF_PYOBJECT + 24
-ATTR_SLOTS = 4
-SIZEOF_HEAPTYPE = TP_ATTRS + 16 * ATTR_SLOTS
+TP_DICT = SIZEOF_PYOBJECT + 24
+SIZEOF_HEAPTYPE = TP_DICT + 8
 
 MCACHE_SIZE_EXP = 12
 MCACHE_SIZE = 1 << MCACHE_SIZE_EXP
@@ -91,6 +95,10 @@ class TypeState:
     def __init__(self, rt: "Runtime") -> None:
         self.type_cache = rt.raw_calloc(MCACHE_SIZE * SIZEOF_ENTRY)
         self.mutex = rt.raw_calloc(8)
+        rt.name_struct(self.type_cache, MCACHE_SIZE * SIZEOF_ENTRY, "type_cache.hashtable",
+                       {ENTRY_VERSION: "version", ENTRY_SEQUENCE: "sequence",
+                        ENTRY_NAME: "name", ENTRY_VALUE: "value"}, SIZEOF_ENTRY)
+        rt.name_struct(self.mutex, 8, "type_cache", {0: "mutex"})
         self.next_version_tag = TYPE_BASE_VERSION_TAG
         self.names: dict[int, str] = {}
         self.subclasses: dict[int, list[int]] = {}
@@ -106,11 +114,13 @@ def init_types(rt: "Runtime") -> TypeState:
 
 
 def intern(rt: "Runtime", s: str) -> int:
-    """`PyUnicode_InternFromString`: one immortal name object per string (set-up code)."""
+    """`PyUnicode_InternFromString`: one immortal name object per string, its hash computed
+    (set-up code). Attribute names and dict keys."""
     ts = init_types(rt)
     op = ts.interned.get(s)
     if op is None:
-        op = ts.interned[s] = rt.objects.immortal_object(None, 48, f"str {s!r}")
+        op = ts.interned[s] = rt.objects.immortal_object(None, dt.SIZEOF_STR, f"str {s!r}")
+        rt.mem.store_u64(op + dt.STR_HASH, dt.str_hash(s), Tag.PAYLOAD)
     return op
 
 
@@ -147,8 +157,8 @@ def _compute_mro(mem, tp: int, bases: list[int]) -> list[int]:
 
 
 async def type_new(t: "ThreadState", name: str, bases: list[int]) -> int:
-    """`type_new` for a class statement: a type with `bases`, its MRO, no attributes and no
-    version yet. The type object is immortal; its tuples are ordinary objects."""
+    """`type_new` for a class statement: a type with `bases`, its MRO, an empty dict and no
+    version yet. The type object is immortal; its tuples and dict are ordinary objects."""
     rt = t.rt
     ts = init_types(rt)
     tp = rt.objects.immortal_object(None, SIZEOF_HEAPTYPE, f"type {name}")
@@ -156,6 +166,7 @@ async def type_new(t: "ThreadState", name: str, bases: list[int]) -> int:
     ts.subclasses[tp] = []
     ts.versions_used[tp] = 0
     mem = t.mem
+    mem.store_u64(tp + TP_DICT, await dt.dict_new(t), Tag.PAYLOAD)
     mem.store_u64(tp + TP_BASES, await _make_tuple(t, bases), Tag.PAYLOAD)
     mem.store_u64(tp + TP_MRO, await _make_tuple(t, _compute_mro(mem, tp, bases)), Tag.PAYLOAD)
     for b in bases:
@@ -204,64 +215,46 @@ async def type_modified_unlocked(t: "ThreadState", tp: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Attributes (the type's dict; every access under TYPE_LOCK)
+# Attributes (the type's dict)
 
-def _attr_slot(mem, tp: int, name: int, free: bool) -> int:
-    """The attribute slot of `name` in `tp` (plain reads: TYPE_LOCK held), or a free one."""
-    empty = 0
-    for i in range(ATTR_SLOTS):
-        slot = tp + TP_ATTRS + 16 * i
-        n = mem.load_u64(slot)
-        if n == name:
-            return slot
-        if n == 0 and not empty:
-            empty = slot
-    if free and empty:
-        return empty
-    if free:
-        raise AssertionError(f"the type at {tp:#x} has no free attribute slot")
-    return 0
+def type_dict(mem, tp: int) -> int:
+    """`lookup_tp_dict`: the type's dict (set at creation, never replaced here)."""
+    return mem.load_u64(tp + TP_DICT)
 
 
 async def find_name_in_mro(t: "ThreadState", tp: int, name: int) -> int:
     """`find_name_in_mro` (TYPE_LOCK held): a new reference to the first definition of
-    `name` along the MRO, or 0. It holds a reference to the MRO tuple while it walks it."""
+    `name` along the MRO, or 0. It holds a reference to the MRO tuple while it walks it; each
+    base's dict is read with `_PyDict_GetItemRef`, whose locked fallback may block and so
+    suspend TYPE_LOCK's section."""
     mem = t.mem
     mro = mem.load_u64(tp + TP_MRO)
     await t.incref(mro)
     result = 0
     for base in _tuple_items(mem, mro):
-        slot = _attr_slot(mem, base, name, False)
-        if slot and (value := mem.load_u64(slot + 8)):
-            await t.incref(value)
-            result = value
+        result = await dt.getitem_ref(t, type_dict(mem, base), name)
+        if result:
             break
     await t.decref(mro)
     return result
 
 
 async def type_setattro(t: "ThreadState", tp: int, name: int, value: int) -> None:
-    """`type_setattro` / `type_update_dict`: under TYPE_LOCK invalidate the type (version 0)
-    and then store the new value (a reference the caller gives up); the old value is dropped
-    after the lock is released (gh-118362)."""
-    c = await cs.begin_mutex(t, t.rt.types.mutex)
-    slot = _attr_slot(t.mem, tp, name, True)
-    old = t.mem.load_u64(slot + 8)
+    """`type_setattro` / `type_update_dict`: under TYPE_LOCK and the type's dict
+    (`BEGIN_TYPE_DICT_LOCK`) invalidate the type (version 0) and then store the new value (a
+    reference the caller gives up); the old value, kept alive by a reference taken first, is
+    dropped after the locks are released (gh-118362)."""
+    d = type_dict(t.mem, tp)
+    c = await cs.begin2_mutex(t, t.rt.types.mutex, d + OB_MUTEX)
+    _, old = dt.dict_lookup(t, d, name)
+    if old:
+        await t.incref(old)
     await type_modified_unlocked(t, tp)
-    t.mem.store_u64(slot, name, Tag.PAYLOAD)
-    t.mem.store_u64(slot + 8, value, Tag.PAYLOAD)
+    await dt.insertdict(t, d, name, value)
     t.rt.observer.type_attr_set(t, tp, name, value)
     await cs.end(t, c)
     if old:
         await t.decref(old)
-
-
-def type_setattr_before_run(rt: "Runtime", tp: int, name: int, value: int) -> None:
-    """A class-body attribute (set-up code: no thread runs yet); `value` must be immortal."""
-    slot = _attr_slot(rt.mem, tp, name, True)
-    rt.mem.store_u64(slot, name, Tag.PAYLOAD)
-    rt.mem.store_u64(slot + 8, value, Tag.PAYLOAD)
-    rt.observer.type_attr_set(None, tp, name, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,19 +320,22 @@ async def type_set_bases(t: "ThreadState", tp: int, bases: list[int]) -> None:
 
 async def type_clear(t: "ThreadState", tp: int) -> None:
     """`type_clear` (what a heap type's deallocation drops): invalidate, then drop the MRO and
-    bases tuples. The type object itself stays (immortal here)."""
+    bases tuples and the dict. The type object itself stays (immortal here)."""
     ts = t.rt.types
     c = await cs.begin_mutex(t, ts.mutex)
     mem = t.mem
     await type_modified_unlocked(t, tp)
     mro, bases = mem.load_u64(tp + TP_MRO), mem.load_u64(tp + TP_BASES)
+    d = mem.load_u64(tp + TP_DICT)
     await mem.store(tp + TP_MRO, 0, 8, RELEASE, Tag.PAYLOAD)
     await mem.store(tp + TP_BASES, 0, 8, RELEASE, Tag.PAYLOAD)
+    mem.store_u64(tp + TP_DICT, 0, Tag.PAYLOAD)
     for b in _tuple_items(mem, bases):
         ts.subclasses[b].remove(tp)
     await cs.end(t, c)
     await t.decref(bases)
     await t.decref(mro)
+    await t.decref(d)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,7 +121,13 @@ class Waitable:
 
 class WaitEvent(Waitable):
     """A manual-reset event (`CreateEventW(NULL, TRUE, FALSE, NULL)`): stays signalled until
-    reset, so waiting does not consume it."""
+    reset, so waiting does not consume it.
+
+    Not `ftlab.sim.sync.Event`: that one-shot event has a single-object `wait` that parks on
+    its own list and has neither `ResetEvent` nor `CloseHandle`; a Win32 event is waited on
+    through `WaitForMultipleObjects` together with other kinds of handle, so it follows the
+    `Waitable` protocol (a waiter registered on several objects at once, each able to wake
+    it), and it can be reset and closed."""
 
     __slots__ = ("flag", "clock")
 

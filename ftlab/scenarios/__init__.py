@@ -31,9 +31,15 @@ class Scenario:
     pct_steps: int = 50
     # Config fields the scenario needs, applied over the run's config (debug_allocator=True)
     config: dict[str, Any] = field(default_factory=dict)
+    # The version policies a campaign runs its rows under (empty: every one in VERSIONS): a
+    # scenario about one policy's fix is not a row of the policies that lack the fix.
+    versions: tuple[str, ...] = ()
     # False: bare threads with no thread state (the engine scenarios, which exercise the
     # machine alone); True: each thread is a Python thread attached to the interpreter.
     interpreter: bool = True
+    # A gap the faithful model inherits from CPython (issue 12 item 4): the unmutated row must
+    # find one of these kinds ("known gap (found)"), never be clean.
+    known_gap: tuple[str, ...] = ()
 
 
 class UnknownName(KeyError):
@@ -47,10 +53,19 @@ def catalog() -> dict[str, Scenario]:
     from ftlab.scenarios import critical_section, type_cache     # types
     from ftlab.scenarios import blockcount  # block counting for leak hunts
     from ftlab.scenarios import lifecycle  # thread lifecycle, batched waits
+    from ftlab.scenarios import pagelist  # QSBR page lists (gh-145615)
+    from ftlab.scenarios import abandoned  # checker coverage: known gaps (issue 12 item 4)
+    from ftlab.scenarios import xthread_free  # checker coverage: xthread_free (issue 12 item 2)
+    from ftlab.scenarios import dict as dict_scenarios     # dicts with lock-free reads
+    from ftlab.scenarios import delayed  # checker coverage: delayed-free processing (issue 12)
+    from ftlab.scenarios import reclaim  # checker coverage: third-thread reclaim (issue 12)
+    from ftlab.scenarios import tryincref_owner  # checker coverage: owner's try-incref (12)
 
     scenarios: dict[str, Scenario] = {}
     for module in (engine, refcount, mimalloc_stress, list_resize, gc,
-                   critical_section, type_cache, blockcount, lifecycle):
+                   critical_section, type_cache, blockcount, lifecycle,
+                   pagelist, abandoned, xthread_free, dict_scenarios,
+                   delayed, reclaim, tryincref_owner):
         for s in module.SCENARIOS:
             scenarios[s.name] = s
     return scenarios

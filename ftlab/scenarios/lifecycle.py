@@ -1,4 +1,13 @@
-"""Thread lifecycle scenarios: batched waits on many handles.
+"""Thread lifecycle scenarios: thread churn, batched waits on many handles.
+
+- `thread-churn`: a thread starts two children while another frees the blocks they allocated
+  (foreign frees, into a heap its owner may already have abandoned) and polls QSBR. The first
+  QSBR array is full but for one slot (other thread states hold the rest, reserved), so the
+  first child takes the last slot and the second child's `new_threadstate` must stop the world
+  and grow the array: while the first child may be exiting, waiting for the QSBR mutex in
+  `_Py_qsbr_unregister`, or anywhere else in its teardown. Mutation
+  `qsbr-unregister-stale-slot`: unregister loads `tstate->qsbr` before the mutex, so after a
+  growth it reads the freed array (segfault).
 
 - `batched-wait`: a waiter uses `_winapi.BatchedWaitForMultipleObjects` on 64 manual-reset
   events (two batches: 63 + 1, so two helper threads per wait-any) while two signallers set
@@ -20,14 +29,25 @@
   detached for the whole wait, so the stop-the-world proceeds. Mutation
   `batched-wait-attached`: the waiter stays attached, so the requester waits for it while it
   waits for the requester's signal (deadlock).
+- `shutdown-del-thread`: a module global holds an object whose destructor starts a thread (a
+  `__del__` that spawns a worker, as logging handlers and executors did). Two threads hand the
+  object over and exit; at shutdown, `finalize_modules` drops the global in the FINALIZING
+  phase and the destructor's thread start must raise PythonFinalizationError (checked: it is
+  raised, there, once). Mutation `finalization-allows-threads`: the thread starts, nobody joins
+  it, and `zapthreads` frees its thread state while it runs (a read of its own `state` or
+  `eval_breaker` faults: `segfault`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ftlab.runtime import qsbr
+from ftlab.runtime.object import PyType, try_incref_compare
+from ftlab.runtime.pylifecycle import PythonFinalizationError
 from ftlab.runtime.waits import BATCH_SIZE, WaitEvent, batched_wait
 from ftlab.scenarios import Scenario
+from ftlab.sim.atomics import SEQ_CST
 from ftlab.sim.violation import ViolationError
 
 _NHANDLES = 64
@@ -145,4 +165,125 @@ BATCHED_WAIT_STW = Scenario(
     pct_steps=80,
 )
 
-SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW)
+
+# --- thread churn -----------------------------------------------------------------------------
+
+@dataclass
+class _Churn:
+    blocks: list[int]
+    ready: list             # one model Event per child: its block is published
+
+
+def _churn_setup(rt) -> None:
+    shared = rt.qsbr
+    # Thread states created elsewhere hold all but three slots of the first array (reserved,
+    # not yet registered): the churner and the freer take two, the first child the last one.
+    qsbr.grow_thread_array(shared)
+    for _ in range(qsbr.MIN_ARRAY_SIZE - 3):
+        if qsbr.qsbr_allocate(shared) is None:
+            raise ViolationError("check", "thread-churn set-up found the first QSBR array full")
+    rt.shared = _Churn([0, 0], [rt.event("child0 block"), rt.event("child1 block")])
+
+
+async def _churn_child(t, i: int) -> None:
+    p = await t.malloc(16)
+    t.rt.mem.store_u64(p, i + 1)
+    t.shared.blocks[i] = p
+    await t.shared.ready[i].set()
+
+
+async def _churner(t) -> None:
+    c0 = await t.spawn(_churn_child, 0, name="child0")
+    c1 = await t.spawn(_churn_child, 1, name="child1")
+    await t.join(c0)
+    await t.join(c1)
+
+
+async def _freer(t) -> None:
+    for i in range(2):
+        await t.wait(t.shared.ready[i])
+        p = t.shared.blocks[i]
+        await t.free(p)             # a foreign free: the owner may have exited
+        # Ask for a goal and poll it, through the slot as it is now: the array may have grown
+        # since the last blocking call.
+        goal = await qsbr.advance(t.qsbr)
+        await qsbr.poll(t.qsbr, goal)
+
+
+THREAD_CHURN = Scenario(
+    name="thread-churn",
+    description="two threads start and exit (the second start grows the QSBR array) while "
+                "another frees their blocks and polls QSBR",
+    threads=(("churner", _churner), ("freer", _freer)),
+    setup=_churn_setup,
+    mutations={"qsbr-unregister-stale-slot": ("segfault",)},
+    dfs_bound=1,
+    pct_steps=80,
+)
+
+# ---------------------------------------------------------------------------------------------
+# shutdown-del-thread
+
+
+@dataclass
+class _Shutdown:
+    slot: int               # the module global: the object, once published
+    refused: list[str]      # PythonFinalizationError messages the destructor caught
+
+
+async def _worker(t) -> None:
+    for _ in range(4):
+        await t.periodic_check()            # reads its own eval_breaker
+
+
+async def _starts_a_thread(t, op: int) -> None:
+    """The destructor (`tp_dealloc` calling `__del__`): start a worker thread."""
+    try:
+        await t.spawn(_worker, name="late")
+    except PythonFinalizationError as e:
+        t.shared.refused.append(str(e))
+
+
+STARTER = PyType("Starter", clear=_starts_a_thread)
+
+
+def _shutdown_setup(rt) -> None:
+    rt.shared = _Shutdown(slot=rt.raw_calloc(8), refused=[])
+
+    async def clear_module(t) -> None:
+        op = await t.mem.exchange(t.shared.slot, 0, 8, SEQ_CST)
+        if op:
+            await t.decref(op)
+
+    rt.at_module_teardown(clear_module)
+
+
+async def _maker(t) -> None:
+    op = await t.new_object(STARTER)
+    await t.mem.store(t.shared.slot, op, 8, SEQ_CST)   # the module global owns it
+
+
+async def _toucher(t) -> None:
+    op = await t.mem.load(t.shared.slot, 8, SEQ_CST)
+    if op and await try_incref_compare(t, t.shared.slot, op):    # _Py_XGetRef on the global
+        await t.decref(op)
+
+
+def _shutdown_check(rt) -> None:
+    refused = rt.shared.refused
+    if refused != ["can't create new thread at interpreter shutdown"]:
+        raise ViolationError("check", f"the destructor's thread start at shutdown raised "
+                                      f"{refused or 'nothing'}, not PythonFinalizationError once")
+
+
+SHUTDOWN_DEL_THREAD = Scenario(
+    name="shutdown-del-thread",
+    description="a destructor run by finalize_modules starts a thread: PythonFinalizationError",
+    threads=(("a", _maker), ("b", _toucher)),
+    setup=_shutdown_setup,
+    check=_shutdown_check,
+    mutations={"finalization-allows-threads": ("segfault", "use-after-free", "check")},
+    pct_steps=20,
+)
+
+SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW, THREAD_CHURN, SHUTDOWN_DEL_THREAD)

@@ -18,13 +18,24 @@ delayed free of a list's old item array (`_PyMem_FreeDelayed`, `ftlab.runtime.ob
   the old array is freed at once, and the fresh page is carved out of its memory while the
   reader may still read it: `premature-reuse`.
 
-Model notes: the list object is a static (immortal) object with `ob_size`, `ob_item` and
-`allocated` at the offsets of `PyListObject`; the item array is a `_PyListArray` (its
-`allocated` word, then the items) from the MEM heap, copied with one bulk read and write
-(`memcpy`). `list_get_item_ref` re-checks the index against the array's capacity because
-`ob_size` and `ob_item` are loaded separately and the list may shrink in between; this
-scenario only grows the list, and execution is sequentially consistent at scheduling points,
-so the check can never fail here and is left out.
+- `list-append-index` (`test_list.py`'s concurrent append and index, under the 3.14 policy):
+  the writer starts a reader, handing it an object the reader drops first (a non-owner's
+  decref of the writer's object: it goes to the writer's BRC queue and sets its
+  EXPLICIT_MERGE eval-breaker bit); the reader then reads `lst[-1]` lock-free twice. The
+  writer appends (a resize of the 1 MiB array: its free advances `wr_seq` and sets
+  `should_process`), reaches its periodic check (the merge, then `_PyMem_ProcessDelayed` on
+  `should_process`, while the reader may still be indexing the old array) and allocates a
+  block of the old array's size, which reuses its memory if it was freed. An item freed
+  before its goal in queue processing is caught here. Mutations: `list-items-freed-at-once`,
+  `no-free-delayed`.
+
+Model notes: the list is a runtime list (`ftlab.runtime.listobject`) owned by the writer, its
+appends `PyList_Append` under the list's critical section, the reads `list_get_item_ref`. The
+reader's first read finds the list neither its own nor shared and takes `list_item_impl`,
+which marks it shared: from then on the writer's resize frees the old array with
+`_PyMem_FreeDelayed` (a resize before that frees it at once, which is safe: the reader has not
+loaded `ob_item` yet). Mutations: `no-free-delayed` (every delayed free is immediate) and
+`list-items-freed-at-once` (only `free_list_items` ignores the shared bit).
 """
 
 from __future__ import annotations
@@ -32,23 +43,19 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from ftlab.runtime.object import PyType, try_xget_ref
+from ftlab.runtime.listobject import (
+    ALLOCATED, OB_ITEM, OB_SIZE, list_allocate_array, list_get_item_ref, list_new,
+    pylist_append,
+)
+from ftlab.runtime.object import PyType
 from ftlab.scenarios import Scenario
-from ftlab.sim.atomics import RELAXED, RELEASE, SEQ_CST
+from ftlab.sim.atomics import RELAXED
 from ftlab.sim.memory import Tag
-from ftlab.sim.sync import Mutex
 from ftlab.sim.violation import ViolationError
-
-# PyListObject (64-bit, free-threaded): PyObject (32 bytes), ob_size, ob_item, allocated
-OB_SIZE = 32
-OB_ITEM = 40
-ALLOCATED = 48
-SIZEOF_LIST = 56
-# _PyListArray: Py_ssize_t allocated, then the items
-ARRAY_ITEMS = 8
 
 INITIAL = 131_072               # [None] * INITIAL: an 8 + 1 MiB array, full
 READS = 3
+ARRAY_BYTES = 8 + 8 * INITIAL     # sizeof the full array's _PyListArray
 
 ITEM_A = PyType("ItemA", basicsize=48)
 ITEM_B = PyType("ItemB", basicsize=112)     # a size class the writer has not used before
@@ -56,102 +63,33 @@ ITEM_B = PyType("ItemB", basicsize=112)     # a size class the writer has not us
 
 @dataclass
 class _List:
-    addr: int                   # the list object
-    lock: Mutex                 # its per-object critical section
     none: int                   # Py_None
+    addr: int = 0               # the list object
     appended: list[int] = field(default_factory=list)
     seen: list[int] = field(default_factory=list)
 
 
 def _setup(rt) -> None:
-    objects = rt.objects
-    lst = objects.immortal_object(None, SIZEOF_LIST, "list")
-    none = objects.immortal_object(None, 32, "None")
-    rt.shared = _List(lst, rt.mutex("list lock"), none)
+    rt.shared = _List(rt.objects.immortal_object(None, 32, "None"))
 
 
-def new_allocated(newsize: int) -> int:
-    """`list_resize`'s over-allocation: ~12.5% plus a little, a multiple of 4."""
-    return (newsize + (newsize >> 3) + 6) & ~3
-
-
-async def list_resize(t, lst: _List, newsize: int) -> None:
-    """`list_resize` (FT), under the list's lock: a new `_PyListArray`, the items copied and the
-    tail zeroed, published with a release store; the old array freed with
-    `_PyMem_FreeDelayed` (the list is shared with the reader)."""
+async def list_repeat_none(t, n: int) -> int:
+    """`[None] * n` (`list_repeat`): a list whose array holds exactly `n` items, full."""
+    lst = await list_new(t)
+    items = await list_allocate_array(t, n, zeroed=False)
     mem = t.mem
-    a = lst.addr
-    allocated = mem.load_u64(a + ALLOCATED)
-    size = mem.load_u64(a + OB_SIZE)
-    new_alloc = new_allocated(newsize)
-    array = await t.malloc(ARRAY_ITEMS + 8 * new_alloc)
-    mem.store_u64(array, new_alloc, Tag.PAYLOAD)
-    items = array + ARRAY_ITEMS
-    old_items = mem.load_u64(a + OB_ITEM)
-    if old_items:
-        mem.write_bytes(items, mem.read_bytes(old_items, 8 * size))
-    if new_alloc > size:
-        mem.fill(items + 8 * size, 8 * (new_alloc - size), 0)
-    # pairs with the reader's load of ob_item: it sees the copied items
-    await mem.store(a + OB_ITEM, items, 8, RELEASE)
-    mem.store_u64(a + ALLOCATED, new_alloc, Tag.PAYLOAD)
-    await mem.store(a + OB_SIZE, newsize, 8, RELAXED)
-    if old_items:
-        old_size = ARRAY_ITEMS + 8 * allocated
-        await t.free_delayed(old_items - ARRAY_ITEMS, old_size)     # free_list_items(.., 1)
-
-
-async def list_append(t, lst: _List, item: int) -> None:
-    """`_PyList_AppendTakeRef` under the list's critical section."""
-    mem = t.mem
-    a = lst.addr
-    await t.lock(lst.lock)
-    n = mem.load_u64(a + OB_SIZE)
-    if mem.load_u64(a + ALLOCATED) > n:
-        await mem.store(mem.load_u64(a + OB_ITEM) + 8 * n, item, 8, RELEASE)
-        await mem.store(a + OB_SIZE, n + 1, 8, RELAXED)
-    else:
-        await list_resize(t, lst, n + 1)
-        await mem.store(mem.load_u64(a + OB_ITEM) + 8 * n, item, 8, RELEASE)
-    await lst.lock.unlock()
-
-
-async def list_item_impl(t, lst: _List, i: int) -> int:
-    """The locked read: `_Py_NewRefWithLock(ob_item[i])` under the list's lock."""
-    mem = t.mem
-    a = lst.addr
-    await t.lock(lst.lock)
-    item = 0
-    if 0 <= i < mem.load_u64(a + OB_SIZE):
-        item = mem.load_u64(mem.load_u64(a + OB_ITEM) + 8 * i)
-        if item:
-            await t.new_ref_with_lock(item)
-    await lst.lock.unlock()
-    return item
-
-
-async def list_get_item_ref(t, lst: _List, i: int) -> int:
-    """`list_get_item_ref` (FT): a new reference to item `i` without the lock, or through
-    `list_item_impl` when the lock-free attempt fails."""
-    mem = t.mem
-    a = lst.addr
-    size = await mem.load(a + OB_SIZE, 8, RELAXED)
-    if not 0 <= i < size:
-        return 0
-    ob_item = await mem.load(a + OB_ITEM, 8, SEQ_CST)   # pairs with list_resize's release
-    if ob_item == 0:
-        return 0
-    item = await try_xget_ref(t, ob_item + 8 * i)       # _Py_TryXGetRef(&ob_item[i])
-    if item == 0:
-        return await list_item_impl(t, lst, i)
-    return item
+    mem.write_bytes(items, struct.pack("<Q", t.shared.none) * n, Tag.PAYLOAD)
+    mem.store_u64(lst + OB_ITEM, items, Tag.PAYLOAD)
+    mem.store_u64(lst + ALLOCATED, n, Tag.PAYLOAD)
+    mem.store_u64(lst + OB_SIZE, n, Tag.PAYLOAD)
+    return lst
 
 
 async def _reader(t) -> None:
     lst = t.shared
     for _ in range(READS):
         size = await t.mem.load(lst.addr + OB_SIZE, 8, RELAXED)
-        item = await list_get_item_ref(t, lst, size - 1)    # `lst[-1]`
+        item = await list_get_item_ref(t, lst.addr, size - 1)    # `lst[-1]`
         if item:
             lst.seen.append(item)
             if item != lst.none:
@@ -161,30 +99,16 @@ async def _reader(t) -> None:
 
 async def _writer(t) -> None:
     lst = t.shared
-    mem = t.mem
-    # lst = [None] * INITIAL (list_repeat: an array of exactly INITIAL items, full)
-    array = await t.malloc(ARRAY_ITEMS + 8 * INITIAL)
-    mem.store_u64(array, INITIAL, Tag.PAYLOAD)
-    mem.write_bytes(array + ARRAY_ITEMS, struct.pack("<Q", lst.none) * INITIAL)
-    mem.store_u64(lst.addr + ALLOCATED, INITIAL, Tag.PAYLOAD)
-    await mem.store(lst.addr + OB_ITEM, array + ARRAY_ITEMS, 8, RELEASE)
-    await mem.store(lst.addr + OB_SIZE, INITIAL, 8, RELAXED)
+    lst.addr = await list_repeat_none(t, INITIAL)
     reader = await t.spawn(_reader, name="reader")
     for tp in (ITEM_A, ITEM_B):
         item = await t.new_object(tp)
         lst.appended.append(item)
-        await list_append(t, lst, item)
+        await pylist_append(t, lst.addr, item)
+        await t.decref(item)
         await t.periodic_check()
     await t.join(reader)
-    # del lst: the items' references, then the array (list_dealloc frees it at once)
-    await t.lock(lst.lock)
-    items = mem.load_u64(lst.addr + OB_ITEM)
-    await mem.store(lst.addr + OB_ITEM, 0, 8, RELEASE)
-    await mem.store(lst.addr + OB_SIZE, 0, 8, RELAXED)
-    await lst.lock.unlock()
-    for item in lst.appended:
-        await t.decref(item)
-    await t.free(items - ARRAY_ITEMS)
+    await t.decref(lst.addr)            # del lst: list_dealloc frees the array at once
 
 
 def _check(rt) -> None:
@@ -203,9 +127,59 @@ LIST_RESIZE = Scenario(
     threads=(("writer", _writer),),
     setup=_setup,
     check=_check,
-    mutations={"no-free-delayed": ("premature-reuse", "use-after-free")},
+    # the free may also come after the reader's plain read of the array's capacity with no
+    # ordering between them: the allocator's write then races with it (data-race)
+    mutations={"no-free-delayed": ("premature-reuse", "use-after-free", "data-race"),
+               "list-items-freed-at-once": ("premature-reuse", "use-after-free", "data-race")},
     dfs_bound=2,
-    pct_steps=70,
+    pct_steps=80,
 )
 
-SCENARIOS = (LIST_RESIZE,)
+# ---------------------------------------------------------------------------------------------
+# list-append-index
+
+async def _indexer(t, arg: int) -> None:
+    lst = t.shared
+    await t.decref(arg)                 # the thread's argument, made by the writer
+    for _ in range(2):
+        size = await t.mem.load(lst.addr + OB_SIZE, 8, RELAXED)
+        item = await list_get_item_ref(t, lst.addr, size - 1)
+        if item:
+            lst.seen.append(item)
+            if item != lst.none:
+                await t.decref(item)
+        await t.periodic_check()
+
+
+async def _appender(t) -> None:
+    lst = t.shared
+    lst.addr = await list_repeat_none(t, INITIAL)
+    arg = await t.new_object(ITEM_A)
+    reader = await t.spawn(_indexer, arg, name="reader")
+    item = await t.new_object(ITEM_A)
+    lst.appended.append(item)
+    await pylist_append(t, lst.addr, item)      # the resize: should_process under 3.14
+    await t.decref(item)
+    await t.periodic_check()                    # merge; _PyMem_ProcessDelayed
+    p = await t.malloc(ARRAY_BYTES)             # reuses the old array's memory if freed
+    t.mem.fill(p, 64, 0xAB, Tag.PAYLOAD)
+    await t.free(p)
+    await t.join(reader)
+    await t.decref(lst.addr)
+
+
+LIST_APPEND_INDEX = Scenario(
+    name="list-append-index",
+    description="a lock-free reader indexes a list while the writer appends, processes its "
+                "delayed frees on should_process and reuses the old array's memory",
+    threads=(("writer", _appender),),
+    setup=_setup,
+    check=_check,
+    mutations={"list-items-freed-at-once": ("premature-reuse", "use-after-free", "data-race"),
+               "no-free-delayed": ("premature-reuse", "use-after-free", "data-race")},
+    dfs_bound=2,
+    pct_steps=60,
+    config={"version": "3.14"},
+)
+
+SCENARIOS = (LIST_RESIZE, LIST_APPEND_INDEX)

@@ -11,7 +11,9 @@
   stale try-incref on it is a `use-after-free` or `resurrection`).
 - `slot-replace-debug`: the same with the debug allocator (`PYTHONMALLOC=debug`) and GC
   objects with a pre-header. `debug-fill-header` and `debug-dealloc-heap-bug` fill the freed
-  object's refcount fields with 0xDD, which try-incref accepts (`resurrection`);
+  object's refcount fields with 0xDD, which try-incref accepts (`resurrection`); the fill is a
+  memset over the fields a lock-free reader loads atomically, so it can also be seen first as
+  a `data-race`;
   `debug-offset-bug` leaves the freed object's `ob_type` intact, so it no longer reads as freed
   (`_PyObject_IsFreed`, the check of test_capi.test_mem): the check step reports it.
 - `hand-off`: a thread hands a fresh object to another, which drops the last reference; the
@@ -85,8 +87,10 @@ def _slot_setup(old_type: PyType, new_type: PyType, filler_type: PyType = FILLER
 
 
 async def _new_item(t, tp: PyType, value: int, maybe_weakref: bool = True) -> int:
-    """A new object with `value` in its payload; lock-free-readable items get MAYBE_WEAKREF
-    before they are published (what a dict does)."""
+    """A new object with `value` in its payload. `maybe_weakref`: it is given MAYBE_WEAKREF
+    before it is published, standing for an earlier read of it through a container's locked
+    fallback (`_Py_NewRefWithLock`, what sets it in real 3.13t; a dict or list store does not)
+    or a weak reference to it, so that lock-free reads of it can succeed."""
     o = await t.new_object(tp)
     store_field(t, o, PAYLOAD, value)
     if maybe_weakref:
@@ -164,8 +168,8 @@ SLOT_REPLACE_DEBUG = Scenario(
     setup=_slot_setup(GC_ITEM, GC_NEW_ITEM),
     check=_freed_object_reads_as_freed,
     mutations={
-        "debug-fill-header": ("resurrection",),
-        "debug-dealloc-heap-bug": ("resurrection",),
+        "debug-fill-header": ("resurrection", "data-race"),
+        "debug-dealloc-heap-bug": ("resurrection", "data-race"),
         "debug-offset-bug": ("check",),
     },
     pct_steps=60,
@@ -242,8 +246,9 @@ MERGE_VS_READER = Scenario(
 # tryincref-zero
 
 async def _reader_with_fallback(t) -> None:
-    """A dict-style read: one lock-free attempt, then the locked path (which sets
-    MAYBE_WEAKREF so that later lock-free reads succeed)."""
+    """A global-variable style read (`_Py_dict_lookup_threadsafe`): one lock-free attempt,
+    then the locked path, whose `_Py_NewRefWithLock` sets MAYBE_WEAKREF (and adds 4) so that
+    later lock-free reads succeed."""
     s = t.shared
     o = await t.mem.load(s.addr, 8, SEQ_CST)
     if o and await t.try_incref_compare(s.addr, o):

@@ -12,13 +12,27 @@ of CPython's `Lib/test/test_free_threading/test_type.py`.
   MRO with `_PyType_GetMRO`, walks it and looks `C.x` up, while the main thread assigns
   `C.__bases__ = (P2,)`, which drops the old MRO tuple. Mutation `borrowed-mro`: the MRO is
   returned borrowed and the reader walks a freed tuple (`use-after-free`).
+- `type-cache-shadow` (gh-132942, `test_attr_cache` with a shadowing assignment): class P with
+  `x`, class C(P) without, C with a version V0 (a lookup of `C.y`), and the next version to be
+  handed out hashing `x` to the same cache entry as V0. A reader looks `C.x` up twice; its first lookup misses and walks
+  the MRO under TYPE_LOCK: C's dict has no `x`, P's dict read takes P's dict critical section
+  (first reads of a value the main thread owns fail their try-incref, and a non-owner's first
+  read marks the dict shared under its lock). A writer reads `P.__dict__['x']` (taking the same
+  section) and then assigns `C.x = v2`. When the reader blocks on P's dict its TYPE_LOCK
+  section is suspended and the assignment can run in the middle of its walk. With the fix the
+  reader's version was assigned before the walk and the assignment invalidated it, so the
+  entry it then publishes is never hit. Mutation `type-cache-version-first`: the version is
+  assigned after the walk, the entry says (new version, `x`, P's value) and the reader's
+  second lookup returns `P.x` although `C.x` is v2 (`type-cache`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ftlab.runtime import dictobject as dt
 from ftlab.runtime import typeobject as ty
+from ftlab.runtime.object import PyType
 from ftlab.runtime.tupleobject import tuple_get_item, tuple_size
 from ftlab.scenarios import Scenario
 
@@ -34,7 +48,7 @@ def _setup(rt) -> None:
     ty.init_types(rt)
     names = {s: ty.intern(rt, s) for s in ("x", "y")}
     values = {s: rt.objects.immortal_object(None, 32, s) for s in ("A.x", "B.y", "A.x2",
-                                                                    "P1.x", "P2.x")}
+                                                                    "P1.x", "P2.x", "C.x")}
     rt.shared = _Types(names, values)
 
 
@@ -99,6 +113,26 @@ TYPE_CACHE_CONSISTENCY = Scenario(
 )
 
 
+# c11 memory model (ftlab/sim/c11.py): the same program under C11 atomics, where the seqlock's
+# fences (Python/lock.c, gh-121368) matter; under SC both mutations are invisible (the fields
+# are atomics, so the race detector has nothing to say).
+TYPE_CACHE_C11 = Scenario(
+    name="type-cache-c11",
+    description="type-cache-consistency under the c11 memory model: the seqlock's release "
+                "and acquire fences keep a reader from mixing a new field with an old sequence",
+    threads=(("main", _main_ab),),
+    setup=_setup,
+    mutations={"seqlock-end-read-no-fence": ("type-cache",),
+               "seqlock-lock-write-no-fence": ("type-cache",)},
+    dfs_bound=2,
+    pct_steps=60,
+    dfs=False,  # the store choices make the DFS tree wide; random and PCT reach the bugs
+    config={"memory_model": "c11"},
+    # The seqlock does not differ between the version policies; c11 runs cost ~1.5x SC ones.
+    versions=("3.14",),
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # type-bases-change
 
@@ -140,4 +174,58 @@ TYPE_BASES_CHANGE = Scenario(
     pct_steps=60,
 )
 
-SCENARIOS = (TYPE_CACHE_CONSISTENCY, TYPE_BASES_CHANGE)
+# ---------------------------------------------------------------------------------------------
+# type-cache-shadow
+
+VALUE = PyType("Value", basicsize=48)
+
+
+async def _reader_shadow(t) -> None:
+    s = t.shared
+    for _ in range(2):
+        v = await ty.lookup_ref(t, s.types["C"], s.names["x"])
+        if v:
+            await t.decref(v)
+
+
+async def _writer_shadow(t) -> None:
+    s = t.shared
+    p = s.types["P"]
+    v = await dt.getitem_ref(t, ty.type_dict(t.mem, p), s.names["x"])     # P.__dict__['x']
+    if v:
+        await t.decref(v)
+    await ty.type_setattro(t, s.types["C"], s.names["x"], s.values["C.x"])
+
+
+async def _main_shadow(t) -> None:
+    s = t.shared
+    x = s.names["x"]
+    p = s.types["P"] = await ty.type_new(t, "P", [])
+    px = await t.new_object(VALUE)          # owned by main: others' first reads fall back
+    await ty.type_setattro(t, p, x, px)
+    c = s.types["C"] = await ty.type_new(t, "C", [p])
+    await _drop(t, await ty.lookup_ref(t, c, s.names["y"]))   # C gets a version, V0
+    # other classes used versions until C's next one hashes `x` where V0 does: the reader's
+    # miss fills the entry of (V0, x), which a lookup under the new version then finds
+    ts = t.rt.types
+    ts.next_version_tag = t.mem.peek(c + ty.TP_VERSION_TAG, 4) + ty.MCACHE_SIZE
+    reader = await t.spawn(_reader_shadow, name="reader")
+    writer = await t.spawn(_writer_shadow, name="writer")
+    await t.join(reader)
+    await t.join(writer)
+    await _clear(t, ("C", "P"))
+
+
+TYPE_CACHE_SHADOW = Scenario(
+    name="type-cache-shadow",
+    description="a reader's type-cache miss walks C's MRO and blocks on P's dict while a "
+                "writer assigns a shadowing C.x",
+    threads=(("main", _main_shadow),),
+    setup=_setup,
+    mutations={"type-cache-version-first": ("type-cache",)},
+    dfs_bound=2,
+    pct_steps=120,
+)
+
+SCENARIOS = (TYPE_CACHE_CONSISTENCY, TYPE_BASES_CHANGE, TYPE_CACHE_SHADOW,
+             TYPE_CACHE_C11)  # the last: c11 memory model

@@ -77,7 +77,7 @@ class Memory(AddressSpace):
 
     def _note(self, what: str, addr: int, order: Order, result: str) -> None:
         m = self.machine
-        m.record(m.current, f"{what} [{addr:#x}] {result} ({order})")
+        m.record(m.current, f"{what} {m.addr_words(addr)} {result} ({order})")
 
     # The body after `yield` runs when the scheduler has picked this thread.
 
@@ -188,6 +188,16 @@ class Memory(AddressSpace):
             self._note("cas", addr, order, f"{old:#x} -> {desired & mask:#x}")
         return True, old
 
+    @types.coroutine
+    def fence(self, order: Order = SEQ_CST):
+        """`atomic_thread_fence(order)`: a scheduling point that orders nothing more under
+        sequential consistency (the c11 memory model gives it its meaning)."""
+        yield
+
+    def fence_now(self, order: Order) -> None:
+        """A fence inside the current step (before the thread's next access): its effect is
+        on the thread's own later accesses, so it needs no scheduling point of its own."""
+
     # Atomic accesses that are not scheduling points. Sound only where the moment of the access
     # cannot change what the program does; each caller says why in its own words.
 
@@ -210,6 +220,9 @@ class Memory(AddressSpace):
             m.race.access(addr, width, True, True)
             m.race.atomic_sync(m.current, addr, False, release, True, False)
         self.raw_store(addr, width, value, tag)
+
+    # The load of a spin loop's exit check: under SC every load reads the newest store already.
+    load_newest = load
 
     load_relaxed = partialmethod(load, order=RELAXED)
     load_acquire = partialmethod(load, order=ACQUIRE)

@@ -22,6 +22,8 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+import re
+import sys
 import traceback
 import types
 from typing import Any, Callable, Coroutine
@@ -37,12 +39,13 @@ RUNNABLE, BLOCKED, DONE = 0, 1, 2
 class Event:
     """One entry of the trace: `step`, the thread index and what happened, in words."""
 
-    __slots__ = ("step", "thread", "what")
+    __slots__ = ("step", "thread", "what", "func")
 
-    def __init__(self, step: int, thread: int, what: str) -> None:
+    def __init__(self, step: int, thread: int, what: str, func: str = "") -> None:
         self.step = step
         self.thread = thread
         self.what = what
+        self.func = func    # the modelled C function the step is in ("" outside the runtime)
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Event) and self.step == other.step
@@ -50,6 +53,45 @@ class Event:
 
     def __repr__(self) -> str:
         return f"Event({self.step}, {thread_letter(self.thread)}, {self.what!r})"
+
+
+_RUNTIME_DIR = "/ftlab/runtime/"
+_SIM_DIR = "/ftlab/sim/"
+
+
+_C_NAME = re.compile(r"^(?:CPython's |mimalloc's |[^`\n]*\()?`([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def c_name_of(code: types.CodeType) -> str:
+    """The C function a runtime function models, from its docstring's opening
+    ("`_Py_TryIncRefShared`: ...", "CPython's `_mi_heap_init_ex`: ...",
+    "Allocate ... (`_PyObject_New` / ...)"); "" when the docstring names none."""
+    doc = code.co_consts[0] if code.co_consts and isinstance(code.co_consts[0], str) else ""
+    m = _C_NAME.match(doc)
+    return m.group(1) if m else ""
+
+
+def _c_function(cache: dict[types.CodeType, str]) -> str:
+    """The modelled C function a traced step is in: the innermost function of the runtime on
+    the Python stack that names its C function (`c_name_of`), else the innermost function's own
+    name (a runtime helper, or the scenario's thread function). A step runs inside its
+    thread's coroutine, so the Python stack is the modelled C stack."""
+    f = sys._getframe(2)
+    first = ""
+    while f is not None:
+        code = f.f_code
+        if _RUNTIME_DIR in code.co_filename:
+            name = cache.get(code)
+            if name is None:
+                name = cache[code] = c_name_of(code)
+            if name:
+                return name
+        elif _SIM_DIR not in code.co_filename:
+            return first or code.co_name    # the scenario's code called the runtime helper
+        if not first and _SIM_DIR not in code.co_filename:
+            first = code.co_name            # a runtime helper with no C name of its own
+        f = f.f_back
+    return first
 
 
 class VThread:
@@ -104,6 +146,8 @@ class VThread:
             yield
         if m.race is not None:
             m.race.acquire(self, other.vc)
+        if m.c11 is not None:
+            m.c11.acquire_view(self, m.c11.release_view(other))
         if m.trace is not None:
             m.record(self, f"joined {other.label}")
         return other.result
@@ -113,7 +157,7 @@ class Machine:
     """Owns the threads and the run loop of one run."""
 
     def __init__(self, *, max_steps: int = 20_000, race: RaceDetector | None = None,
-                 trace: bool = False) -> None:
+                 trace: bool = False, memory_model: str = "sc") -> None:
         self.threads: list[VThread] = []
         self.runnable: list[VThread] = []
         self.current: VThread | None = None
@@ -128,7 +172,20 @@ class Machine:
         # Called after every step that did not already fail (checked-mode oracles); it reports
         # a broken invariant by raising ViolationError.
         self.after_step: Callable[[VThread], None] | None = None
-        self.mem = Memory(self)
+        # c11 (ftlab/sim/c11.py): the memory whose views the spawn, join, lock and event
+        # edges carry; None under sequential consistency, so that path costs nothing more.
+        self.c11: Any = None
+        self._chooser: Any = None
+        if memory_model == "c11":
+            from ftlab.sim.c11 import C11Memory
+            self.mem = self.c11 = C11Memory(self)
+        elif memory_model == "sc":
+            self.mem = Memory(self)
+        else:
+            raise ValueError(f"unknown memory model {memory_model!r} (known: sc, c11)")
+        # Traced runs only: names an address (`obj#3.ob_ref_shared`), None where it cannot.
+        self.namer: Callable[[int], str | None] | None = None
+        self._c_names: dict[types.CodeType, str] = {}       # code -> modelled C function
         self.shared: Any = None
         if race is not None:
             race.machine = self
@@ -138,7 +195,8 @@ class Machine:
 
     def _traced_plain_access(self, addr: int, width: int, is_write: bool) -> None:
         if self.current is not None:
-            self.record(self.current, f"{'write' if is_write else 'read'} {width} [{addr:#x}]")
+            self.record(self.current,
+                        f"{'write' if is_write else 'read'} {width} {self.addr_words(addr)}")
         if self.race is not None:
             self.race.plain(addr, width, is_write)
 
@@ -157,6 +215,8 @@ class Machine:
             if after_all:
                 for u in self.threads[:-1]:
                     self.race.acquire(t, u.vc)
+        if self.c11 is not None:
+            self.c11.on_spawn(parent, t, after_all)
         t.coro = start(t)
         if self.trace is not None:
             self.record(t, f"start {t.name}" + (f" (by {parent.label})" if parent else ""))
@@ -200,10 +260,28 @@ class Machine:
 
     def record(self, t: VThread | None, what: str) -> None:
         if self.trace is not None:
-            self.trace.append(Event(self.steps, -1 if t is None else t.index, what))
+            self.trace.append(Event(self.steps, -1 if t is None else t.index, what,
+                                    _c_function(self._c_names) if t is not None else ""))
+
+    def addr_words(self, addr: int) -> str:
+        """`[addr]`, with the address's symbolic name when a namer knows it (traced runs)."""
+        if self.namer is None:
+            return f"[{addr:#x}]"
+        name = self.namer(addr)
+        return f"{name} [{addr:#x}]" if name else f"?[{addr:#x}]"   # "?": named after the run
 
     # -----------------------------------------------------------------------------------------
     # The run loop
+
+    def decide(self, n: int) -> int:
+        """A data decision of the c11 memory model (which store a load reads, where a store
+        goes in modification order): one of `n` > 1 candidates, asked of the strategy like a
+        thread choice and recorded in the schedule string as candidate index 0..n-1."""
+        if n > len(_CANDIDATES):
+            raise ValueError(f"{n} candidates exceed the {len(_CANDIDATES)} a schedule encodes")
+        c = self._chooser.choose(_CANDIDATES[:n], None).index
+        self.choices.append(c)
+        return c
 
     def _resume(self, t: VThread) -> bool:
         """Run one step of `t`; False when the run must stop (a violation)."""
@@ -251,6 +329,7 @@ class Machine:
             return
         runnable = self.runnable
         choose = chooser.choose
+        self._chooser = chooser
         # A uniform chooser is inlined: this is the hottest loop of the tool.
         uniform = getattr(chooser, "uniform", None)
         choices = self.choices
@@ -303,6 +382,20 @@ class Machine:
         self.switches += switches
         self.current = None
         chooser.finish()
+
+
+class _Candidate:
+    """One candidate of a data decision, shaped like a thread for the choosers."""
+
+    __slots__ = ("index", "name", "state")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.name = f"candidate {index}"
+        self.state = RUNNABLE
+
+
+_CANDIDATES = tuple(_Candidate(i) for i in range(52))
 
 
 def _index(t: VThread) -> int:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class Mutex:
-    __slots__ = ("machine", "name", "owner", "waiters", "clock")
+    __slots__ = ("machine", "name", "owner", "waiters", "clock", "view")
 
     def __init__(self, machine: "Machine", name: str = "mutex") -> None:
         self.machine = machine
@@ -28,6 +28,7 @@ class Mutex:
         self.owner: VThread | None = None
         self.waiters: list[VThread] = []
         self.clock: list[int] | None = None
+        self.view: dict | None = None  # c11 memory model: the view the release publishes
 
     def locked(self) -> bool:
         return self.owner is not None
@@ -37,6 +38,8 @@ class Mutex:
         self.owner = t
         if m.race is not None:
             m.race.acquire(t, self.clock)
+        if m.c11 is not None:
+            m.c11.acquire_view(t, self.view)
         if m.trace is not None:
             m.record(t, f"lock {self.name}")
 
@@ -72,6 +75,8 @@ class Mutex:
         self.owner = None
         if m.race is not None:
             self.clock = m.race.release(t)
+        if m.c11 is not None:
+            self.view = m.c11.release_view(t)
         if m.trace is not None:
             m.record(t, f"unlock {self.name}")
         if self.waiters:
@@ -92,7 +97,7 @@ class Mutex:
 class Event:
     """A one-shot event: `wait` blocks until some thread has called `set`."""
 
-    __slots__ = ("machine", "name", "flag", "waiters", "clock")
+    __slots__ = ("machine", "name", "flag", "waiters", "clock", "view")
 
     def __init__(self, machine: "Machine", name: str = "event") -> None:
         self.machine = machine
@@ -100,6 +105,7 @@ class Event:
         self.flag = False
         self.waiters: list[VThread] = []
         self.clock: list[int] | None = None
+        self.view: dict | None = None  # c11 memory model: the view the release publishes
 
     def is_set(self) -> bool:
         return self.flag
@@ -114,6 +120,11 @@ class Event:
             if self.clock is not None:
                 vc_join(clock, self.clock)
             self.clock = clock
+        if m.c11 is not None:
+            view = m.c11.release_view(m.current)
+            if self.view is not None:
+                m.c11.acquire_view_into(view, self.view)
+            self.view = view
         if m.trace is not None:
             m.record(m.current, f"set {self.name}")
         for w in self.waiters:
@@ -131,5 +142,7 @@ class Event:
             yield
         if m.race is not None:
             m.race.acquire(t, self.clock)
+        if m.c11 is not None:
+            m.c11.acquire_view(t, self.view)
         if m.trace is not None:
             m.record(t, f"wait {self.name} done")

@@ -25,6 +25,8 @@ KINDS = (
     "block-count",
     "ref-total",
     "type-cache",
+    "dict-lookup",          # dicts: §5.9 for a dict's lock-free read
+    "page-list",            # QSBR page lists (gh-145615)
     "deadlock",
     "livelock",
     "data-race",

@@ -128,7 +128,10 @@ def test_the_race_detector_still_sees_accesses_behind_the_oracle():
 
 def test_list_resize_without_free_delayed_is_a_use_after_free_within_1000_schedules():
     sc = get("list-resize")
-    config = Config(mutations=frozenset({"no-free-delayed"}))
+    # without the race detector: the reader's plain read of the array's capacity before the
+    # free would otherwise be reported first, as a race with the free (the runtime list,
+    # issue 10)
+    config = Config(mutations=frozenset({"no-free-delayed"}), race_detection=False)
     specs = default_portfolio(sc)
     k = pct_steps(sc, "no-free-delayed", config.version)
     strategies = [s.make(0, k) for s in specs]
@@ -152,6 +155,8 @@ def test_list_resize_without_free_delayed_is_a_use_after_free_within_1000_schedu
 
 def test_every_unmutated_scenario_stays_quiet_over_100_schedules():
     for name, sc in catalog().items():
+        if sc.known_gap:
+            continue        # a gap CPython has: it must fire (tests/scenarios/test_abandoned.py)
         for i in range(100):
             r = execute(sc, Config(), Random(i).execution(0))
             assert r.ok, f"{name} schedule {i}: {r.violation} [{r.schedule}]"

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from ftlab import explore
+from ftlab.config import VERSIONS
 from ftlab.explore import worker
 from ftlab.explore.campaign import CampaignResult, select_rows
 from ftlab.explore.portfolio import ExploreError, plan_batches
@@ -20,8 +21,8 @@ def _essence(result: CampaignResult) -> list:
     out = []
     for r in result.rows:
         v = r.violation
-        out.append((r.scenario, r.mutation, r.verdict, r.ok, r.schedules, r.first_detection,
-                    r.detected_by, r.exhausted,
+        out.append((r.scenario, r.mutation, r.version, r.verdict, r.ok, r.schedules,
+                    r.first_detection, r.detected_by, r.exhausted,
                     None if v is None else (v["kind"], v["strategy"], v["execution"],
                                             v["schedule"], v["shrunk_schedule"],
                                             v["shrunk_preemptions"], v["shrunk_steps"]),
@@ -46,10 +47,15 @@ def test_engine_scenarios_are_as_expected():
 def test_default_campaign_has_every_scenario_unmutated_and_under_each_mutation():
     result = explore(budget=5, shrink=False)
     assert result.status == "done"
-    assert [(r.scenario, r.mutation) for r in result.rows] == [
-        (s.name, m) for s in catalog().values() for m in [""] + list(s.mutations)]
+    # every version policy, each with the whole catalog (issue 12)
+    assert [(r.version, r.scenario, r.mutation) for r in result.rows] == [
+        (v, s.name, m) for v in VERSIONS for s in catalog().values()
+        if not s.versions or v in s.versions
+        for m in [""] + list(s.mutations)]
     for r in result.rows:
-        assert r.expected == (list(catalog()[r.scenario].mutations[r.mutation]) if r.mutation else [])
+        s = catalog()[r.scenario]
+        # an unmutated row expects its scenario's known gaps (issue 12 item 4), usually none
+        assert r.expected == (list(s.mutations[r.mutation]) if r.mutation else list(s.known_gap))
 
 
 def test_mutated_row_stops_at_first_detection_and_keeps_a_shrunk_counterexample():
@@ -129,7 +135,7 @@ def test_dfs_chain_across_batches_runs_each_schedule_once(odd_scenarios):
 def test_progress_reports_schedules_done_and_the_most_left():
     seen = []
     explore("lost-update", budget=200, progress=lambda d, t, rd, rt: seen.append((d, t, rd, rt)))
-    assert seen[-1][2] == seen[-1][3] == 2
+    assert seen[-1][2] == seen[-1][3] == 2 * len(VERSIONS)   # two rows per version
     assert seen[-1][0] == seen[-1][1]
     assert all(d <= t for d, t, _, _ in seen)
 
@@ -158,9 +164,15 @@ def test_select_rows_follows_catalog_order():
 # ---------------------------------------------------------------------------------------------
 # Same results everywhere
 
+# One scenario of each kind of row, under every version: an engine row, refcount, BRC, GC,
+# a version-restricted row, a known gap, a dict (the whole catalog is ~200 rows, too slow here).
+SAME = ["lost-update", "tryincref-zero", "hand-off", "gc-cycle", "qsbr-page-foreign",
+        "abandoned-page-goal", "dict-resize-read"]
+
+
 def test_processes_give_the_results_of_a_serial_run():
-    serial = explore(budget=40, seed=3)
-    parallel = explore(budget=40, seed=3, workers=2)
+    serial = explore(SAME, budget=40, seed=3)
+    parallel = explore(SAME, budget=40, seed=3, workers=2)
     assert _essence(parallel) == _essence(serial)
 
 
@@ -174,12 +186,12 @@ def test_task_grouping_does_not_change_results(monkeypatch):
 
 def test_dask_cluster_gives_the_results_of_a_serial_run():
     distributed = pytest.importorskip("distributed")
-    serial = explore(budget=30, seed=1)
+    serial = explore(SAME, budget=30, seed=1)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   protocol="tcp", host="127.0.0.1", dashboard_address=None,
                                   silence_logs=logging.WARNING) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        on_dask = explore(budget=30, seed=1, cluster=cluster.scheduler_address)
+        on_dask = explore(SAME, budget=30, seed=1, cluster=cluster.scheduler_address)
     assert _essence(on_dask) == _essence(serial)
 
 
@@ -263,7 +275,8 @@ def test_resume_skips_exactly_the_committed_batches(tmp_path, monkeypatch):
                      strategies=["random", "pct:1", "pct:2", "pct:3"])
     assert second.resumed and second.status == "done"
     assert not before & set(calls)
-    assert len(before) + len(calls) == len(plan_batches(4, 200, 20))
+    # one row per version (issue 12)
+    assert len(before) + len(calls) == len(VERSIONS) * len(plan_batches(4, 200, 20))
 
 
 def test_resume_by_id_uses_the_stored_parameters(tmp_path):
@@ -290,3 +303,44 @@ def test_fresh_starts_a_new_campaign(tmp_path):
     c = explore("lost-update", budget=40, db=db, resume=False)
     assert len({a.id, b.id, c.id}) == 3
     assert _essence(a) == _essence(b) == _essence(c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions (issue 12): every row runs under each version policy; --version narrows
+
+def test_each_row_runs_under_its_own_version(tmp_path):
+    db = str(tmp_path / "v.sqlite")
+    both = explore("tryincref-zero", budget=20, db=db)
+    assert both.params["versions"] == list(VERSIONS)
+    assert [r.version for r in both.rows] == [v for v in VERSIONS for _ in range(len(both.rows) // len(VERSIONS))]
+    for r in both.rows:
+        if r.violation is not None:  # the stored violation replays under the row's version
+            assert r.violation["version"] == r.version
+    found = [r for r in both.rows if r.mutation]
+    assert {r.version for r in found} == set(VERSIONS) and all(r.ok for r in found)
+    one = explore("tryincref-zero", budget=20, db=db, version="3.13.0")
+    assert {r.version for r in one.rows} == {"3.13.0"} and one.id != both.id
+    assert one.row("tryincref-zero", version="3.13.0") is one.rows[0]
+    with pytest.raises(KeyError):
+        one.row("tryincref-zero", version="3.14")
+
+
+def test_a_campaign_of_other_versions_never_resumes_it(tmp_path, monkeypatch):
+    db = str(tmp_path / "r.sqlite")
+
+    def interrupt(n):
+        if n == 1:
+            raise KeyboardInterrupt
+
+    first = explore("lost-update", mutations=["none"], budget=60, db=db, on_commit=interrupt,
+                    version="3.14")
+    assert first.interrupted
+    other = explore("lost-update", mutations=["none"], budget=60, db=db, version="3.13.0")
+    assert other.id != first.id and not other.resumed and other.rows[0].version == "3.13.0"
+    again = explore("lost-update", mutations=["none"], budget=60, db=db, version="3.14")
+    assert again.id == first.id and again.resumed and again.rows[0].version == "3.14"
+
+
+def test_unknown_version_is_refused():
+    with pytest.raises(ExploreError, match="unknown version '2.7'"):
+        explore("lost-update", version=["3.14", "2.7"], budget=5)

@@ -522,3 +522,28 @@ def test_threads_exiting_while_the_array_grows_find_their_moved_slot():
             QsbrOracle.install(rt)
             _run(rt, strategy.execution(i))
             assert all(not s.allocated for s in rt.qsbr.slots)
+
+
+def test_unregister_with_the_slot_loaded_before_the_mutex_reads_the_freed_array():
+    """Mutation qsbr-unregister-stale-slot on the program above: some schedule has a child
+    wait for the QSBR mutex in unregister while a sibling's creation grows the array; its
+    slot pointer, loaded before the wait, is then in the released array."""
+    found = 0
+    for i in range(40):
+        rt = _runtime(mutations=frozenset({"qsbr-unregister-stale-slot"}))
+
+        async def child(t):
+            await t.periodic_check()
+
+        async def main(t):
+            kids = [await t.spawn(child, name=f"c{k}") for k in range(12)]
+            for k in kids:
+                await t.join(k)
+
+        rt.start_thread(main, name="main")
+        rt.machine.run(Random(5).execution(i))
+        v = rt.machine.violation
+        if v is not None:
+            assert v.kind == "segfault" and "released region" in v.message, str(v)
+            found += 1
+    assert found, "no schedule had a child unregister across a growth"

@@ -97,6 +97,23 @@ def test_the_type_cache_oracle_fires_on_a_value_the_attribute_never_held():
     with pytest.raises(ViolationError) as e:
         o.type_lookup_finished(T, 1, 10, 100)   # changed before the lookup started
     assert e.value.kind == "type-cache"
+    assert "stale value" in str(e.value) and "torn" not in str(e.value)
+
+
+def test_the_type_cache_oracle_says_torn_for_another_attributes_value_and_names_the_rest():
+    o = TypeCacheOracle()
+
+    class T:
+        name = "reader"
+
+    o.type_attr_set(None, 1, 10, 100)
+    o.type_attr_set(None, 2, 20, 200)
+    for got, words in ((200, "value of attribute 0x14 of type 0x2: a torn cache entry"),
+                       (0, "said not found"), (999, "no type attribute was ever assigned")):
+        o.type_lookup_started(T, 1, 10)
+        with pytest.raises(ViolationError) as e:
+            o.type_lookup_finished(T, 1, 10, got)
+        assert words in str(e.value), str(e.value)
 
 
 def test_the_type_cache_oracle_follows_the_mro():
@@ -140,3 +157,20 @@ def test_mutation_found_and_replayed(name, mutation, kind):
     assert r.violation.kind in kind, str(r.violation)
     again = run(get(name), r.config, Replay(r.schedule))
     assert (again.violation.kind, again.violation.step) == (r.violation.kind, r.violation.step)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("name", ["type-cache-consistency", "type-bases-change"])
+def test_clean_under_10000_random_and_pct_schedules_and_an_exhaustive_dfs_2(name):
+    sc = get(name)
+    config = Config(**sc.config)
+    for strategy, budget in ((Random(101), 2500), (PCT(101, 1, sc.pct_steps), 2500),
+                             (PCT(102, 2, sc.pct_steps), 2500), (PCT(103, 3, sc.pct_steps), 2500),
+                             (DFS(preemption_bound=2), 200_000)):
+        n = 0
+        while n < budget and (chooser := strategy.execution(n)) is not None:
+            r = execute(sc, config, chooser)
+            assert r.ok, f"{name} {strategy.describe()} execution {n}: {r.violation} [{r.schedule}]"
+            n += 1
+        assert n < 200_000, "DFS(2) is exhausted"

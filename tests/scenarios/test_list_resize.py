@@ -10,7 +10,8 @@ from ftlab import Config, run
 from ftlab.explore.campaign import first_detection as _first_detection
 from ftlab.explore.execute import execute
 from ftlab.scenarios import catalog, get
-from ftlab.scenarios.list_resize import INITIAL, LIST_RESIZE, new_allocated
+from ftlab.runtime.listobject import new_allocated
+from ftlab.scenarios.list_resize import INITIAL, LIST_RESIZE
 from ftlab.sim import DFS, PCT, Random, Replay
 
 NAME = "list-resize"
@@ -36,25 +37,35 @@ def first_detection(mutation: str, budget: int = 1000, seed: int = 0):
 
 def test_the_scenario_is_in_the_catalog():
     assert catalog()[NAME] is LIST_RESIZE
-    assert LIST_RESIZE.mutations == {"no-free-delayed": ("premature-reuse", "use-after-free")}
+    assert LIST_RESIZE.mutations == {
+        "no-free-delayed": ("premature-reuse", "use-after-free", "data-race"),
+        "list-items-freed-at-once": ("premature-reuse", "use-after-free", "data-race")}
 
 
 def test_the_first_append_resizes_a_full_array_of_just_over_1_mib():
     assert 8 + 8 * INITIAL > 1024 * 1024
-    r = run(get(NAME), Config(), Random(0))
-    assert r.ok, r.violation
-    assert r.stats["delayed_queued"] == 1
-    assert new_allocated(INITIAL + 1) == 147_460
+    queued = []
+    for seed in range(10):
+        r = run(get(NAME), Config(), Random(seed))
+        assert r.ok, r.violation
+        queued.append(r.stats["delayed_queued"])
+    # delayed once the reader has marked the list shared, at once before that
+    assert set(queued) == {0, 1}
+    assert new_allocated(INITIAL + 1, INITIAL) == 147_460
 
 
-def test_no_free_delayed_is_found_within_1000_schedules():
-    r, n = first_detection("no-free-delayed")
-    assert r is not None, "no-free-delayed not found in 1000 schedules"
-    assert r.violation.kind in LIST_RESIZE.mutations["no-free-delayed"], str(r.violation)
+@pytest.mark.parametrize("mutation", ["no-free-delayed", "list-items-freed-at-once"])
+def test_each_mutation_is_found_within_1000_schedules(mutation):
+    r, n = first_detection(mutation)
+    assert r is not None, f"{mutation} not found in 1000 schedules"
+    assert r.violation.kind in LIST_RESIZE.mutations[mutation], str(r.violation)
+    # no-free-delayed still passes the array to _PyMem_FreeDelayed (which frees it at once);
+    # list-items-freed-at-once never does
+    delayed = mutation == "no-free-delayed"
     if r.violation.kind == "premature-reuse":
-        assert "passed to _PyMem_FreeDelayed" in r.violation.message
-    else:   # the reader reads the old array after the free (ftlab.check.uaf)
-        assert any("passed to _PyMem_FreeDelayed" in d for d in r.violation.details)
+        assert ("passed to _PyMem_FreeDelayed" in r.violation.message) == delayed
+    elif r.violation.kind == "use-after-free":   # the reader reads the freed old array
+        assert any("passed to _PyMem_FreeDelayed" in d for d in r.violation.details) == delayed
     again = run(get(NAME), r.config, Replay(r.schedule))
     v, w = again.violation, r.violation
     assert (w.kind, w.message, w.step, w.thread) == (v.kind, v.message, v.step, v.thread)

@@ -170,7 +170,7 @@ def arena_free(mi: "MiRuntime", addr: int, size: int, committed_size: int, memid
     if arena is None:
         mi.mem.release(addr)
         return
-    assert isinstance(arena, Arena)
+    assert isinstance(arena, Arena), f"memid of {addr:#x} names {arena!r}, not an arena"
     rng = range(memid.block_index, memid.block_index + memid.block_count)
     if committed_size != size:
         for j in rng:

@@ -48,7 +48,8 @@ async def spin_until(mi: "MiRuntime", addr: int, done: Callable[[int], bool], wh
     """`do { v = load_acquire(addr); if (!done(v)) mi_atomic_yield(); } while (!done(v));`
     with the yield modelled as parking until `addr` is written (module docstring)."""
     while True:
-        v = await mi.mem.load(addr, 8, ACQUIRE)
+        # c11 memory model: the newest store, as the real loop reads eventually (ftlab/sim/c11.py).
+        v = await mi.mem.load_newest(addr, 8, ACQUIRE)
         if done(v):
             return v
         mi.counters["spin_parks"] += 1

@@ -217,6 +217,11 @@ async def free_block_mt(page: Page, block: int) -> None:
         else:
             block_set_next(page, block, tfree & ~3)
             tfreex = block | (tfree & 3)
+        if mi.rt.mutated("mi-free-mt-plain-store") and not use_delayed:
+            # mutation: the push is a plain store of the head read above, not a CAS against it:
+            # a concurrent push, or the owner's collect (its exchange), is overwritten
+            await mem.store(addr, tfreex, 8, RELEASE)
+            break
         ok, tfree = await mem.cas(addr, tfree, tfreex, order=RELEASE)
         if ok:
             break

@@ -266,11 +266,17 @@ async def page_thread_free_collect(page: Page) -> None:
     mem = page.segment.mi.mem
     addr = page.tf_addr
     tfree = await mem.load(addr, 8, RELAXED)
-    while True:
+    if page.segment.mi.rt.mutated("mi-thread-free-collect-store"):
+        # mutation: load then store, not one atomic exchange: a block another thread pushes
+        # between the two (its CAS pairs with our load) is lost with its `used` count
         head = tfree & ~3
-        ok, tfree = await mem.cas(addr, tfree, tfree & 3, order=ACQ_REL)
-        if ok:
-            break
+        await mem.store(addr, tfree & 3, 8, RELEASE)
+    else:
+        while True:
+            head = tfree & ~3
+            ok, tfree = await mem.cas(addr, tfree, tfree & 3, order=ACQ_REL)
+            if ok:
+                break
     if head == 0:
         return
     max_count = page.capacity   # cannot collect more than capacity
@@ -304,11 +310,18 @@ async def page_free_collect(page: Page, force: bool) -> None:
             page.free_is_zero = False
         elif force:
             tail = page.local_free
+            count = 1
             while True:
                 nxt = block_next(page, tail)
                 if nxt == 0:
                     break
                 tail = nxt
+                count += 1
+                if count > page.capacity:
+                    # C would loop forever on a cycle; the model reports it
+                    raise ViolationError("heap-integrity", f"mimalloc: corrupted local free list "
+                                         f"of {page!r} (more than capacity {page.capacity} "
+                                         "blocks: a cycle)")
             block_set_next(page, tail, page.free)
             page.free = page.local_free
             page.local_free = 0

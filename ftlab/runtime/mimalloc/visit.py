@@ -33,6 +33,7 @@ from ftlab.runtime.mimalloc.types import (
     Page,
 )
 from ftlab.sim.atomics import RELAXED
+from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
     from ftlab.runtime.mimalloc.init import MiRuntime
@@ -85,9 +86,14 @@ def heap_area_visit_blocks(area: HeapArea, page: Page, visitor: Visitor) -> bool
         return True
     free_map = 0
     b = page.free
+    count = 0
     while b:
         free_map |= 1 << ((b - pstart) // bsize)
         b = _page.block_next(page, b)
+        count += 1
+        if count > page.capacity:
+            raise ViolationError("heap-integrity", f"mimalloc: corrupted free list of {page!r} "
+                                 f"(more than capacity {page.capacity} blocks: a cycle)")
     for i in range(page.capacity):
         if not (free_map >> i) & 1:
             if not visitor(heap, area, pstart + i * bsize, ubsize):

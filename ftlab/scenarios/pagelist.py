@@ -1,0 +1,152 @@
+"""QSBR page lists under CPython main (gh-145615): a page another thread empties with the world
+stopped.
+
+`qsbr-page-foreign`: thread b fills a page of its GC heap (four 100 KiB blocks: a medium page
+holds four) and allocates once more, so the filled page moves to the full queue and its
+cross-thread frees go through b's heap's delayed-free list. Thread a frees the four blocks
+(the first is pushed on b's `thread_delayed_free`, the others on the page's `xthread_free`)
+while b waits, then collects: with the world stopped, `gc_visit_heaps` visits b's GC heap,
+which first processes its delayed frees (`_mi_heap_delayed_free_partial`); the delayed block
+is the last one in use, so b's page empties on thread a and is retired through
+`_PyMem_mi_page_maybe_free` from the full queue. CPython main puts it on b's list (its
+owner's) and moves it out of the full queue; before gh-145615 it went on a's list
+(`qsbr-page-list-current-thread`) and stayed in the full queue (`qsbr-page-stranded`). b then
+allocates again and exits; a joins. The scenario runs the "main" version policy.
+
+`qsbr-page-reuse`: a writer fills a page of a medium class and starts a second one, frees one
+block of the first (so the second is not the only page of its queue and is not kept by
+`retire_expire`), publishes an item from the second page in a slot a lock-free reader reads,
+replaces it and drops it: the page empties and waits on the writer's list. The writer then
+allocates a second item of that class and drops it too, then allocates another size class.
+The second allocation reuses the listed page through `_mi_page_free_collect` (which clears its
+QSBR state) or finds it freed by `_PyMem_mi_heap_collect_qsbr`. Mutation `no-page-delay`: the
+page is freed while the reader may hold the item. Not reached (pages area, issue 9): a listed
+page allocated from through its `free` list without a collect, so that
+`_PyMem_mi_heap_collect_qsbr` meets it with `used > 0`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ftlab.runtime.mimalloc.types import HeapTag
+from ftlab.runtime.object import PyType, object_free, object_malloc
+from ftlab.scenarios import Scenario
+from ftlab.sim.atomics import SEQ_CST
+from ftlab.sim.sync import Event
+from ftlab.scenarios.refcount import FILLER
+
+BLOCK = 100 << 10               # a medium block: four per 512 KiB medium page
+PER_PAGE = 4
+
+
+@dataclass
+class _Shared:
+    ready: Event
+    done: Event
+    blocks: list[int] = field(default_factory=list)
+
+
+def _setup(rt) -> None:
+    rt.shared = _Shared(rt.event("b filled its page"), rt.event("a collected"))
+
+
+async def _foreign_b(t) -> None:
+    s = t.shared
+    for _ in range(PER_PAGE):
+        s.blocks.append(await object_malloc(t, BLOCK, HeapTag.GC))
+    # the next allocation finds the first page full and moves it to the full queue
+    extra = await object_malloc(t, BLOCK, HeapTag.GC)
+    await object_free(t, extra)
+    await s.ready.set()
+    await t.wait(s.done)
+    again = await object_malloc(t, BLOCK, HeapTag.GC)
+    await object_free(t, again)
+
+
+async def _foreign_a(t) -> None:
+    s = t.shared
+    b = await t.spawn(_foreign_b, name="b")
+    await t.wait(s.ready)
+    for p in s.blocks:                  # cross-thread frees into b's full page
+        await object_free(t, p)
+    await t.gc_collect()                # world stopped: b's delayed frees processed by a
+    await s.done.set()
+    await t.join(b)
+
+
+QSBR_PAGE_FOREIGN = Scenario(
+    name="qsbr-page-foreign",
+    description="a collection with the world stopped empties another thread's full page "
+                "(its delayed frees): the page waits for QSBR on its owner's list, out of "
+                "the full queue (CPython main, gh-145615)",
+    threads=(("a", _foreign_a),),
+    setup=_setup,
+    mutations={"qsbr-page-list-current-thread": ("page-list",),
+               "qsbr-page-stranded": ("page-list",)},
+    config={"version": "main"},
+    versions=("main",),
+    pct_steps=40,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# qsbr-page-reuse (pages area)
+
+REUSE_ITEM = PyType("ReuseItem", basicsize=BLOCK)   # a medium class: four per page
+
+
+async def _reuse_reader(t) -> None:
+    from ftlab.scenarios.refcount import _use
+    s = t.shared
+    for _ in range(3):
+        o = await t.xget_ref(s.addr)
+        if o:
+            _use(t, o)
+            await t.decref(o)
+        await t.periodic_check()
+
+
+async def _reuse_writer(t) -> None:
+    from ftlab.scenarios.refcount import _new_item, _replace
+    s = t.shared
+    # fill a page and start a second one, then free one block of the first: two pages in the
+    # class's queue, so an emptied page is not kept as the queue's only page (`retire_expire`)
+    keep = [await t.new_object(REUSE_ITEM) for _ in range(PER_PAGE)]
+    s.old = await _new_item(t, REUSE_ITEM, 1)
+    await t.decref(keep.pop())
+    await t.mem.store(s.addr, s.old, 8, SEQ_CST)
+    reader = await t.spawn(_reuse_reader, name="reader")
+    await t.decref(await _replace(t, s, 0))     # the page empties: it waits on our list
+    await t.periodic_check()
+    # a second item of the class reuses the listed page
+    s.new = await _new_item(t, REUSE_ITEM, 2)
+    await _replace(t, s, s.new)                 # the slot was empty: nothing to drop
+    await t.decref(await _replace(t, s, 0))
+    await t.periodic_check()
+    filler = await t.new_object(FILLER)
+    await t.decref(filler)
+    await t.join(reader)
+    for o in keep:
+        await t.decref(o)
+
+
+def _reuse_setup(rt) -> None:
+    from ftlab.scenarios.refcount import _slot_setup
+    _slot_setup(REUSE_ITEM, REUSE_ITEM)(rt)
+
+
+QSBR_PAGE_REUSE = Scenario(
+    name="qsbr-page-reuse",
+    description="a page waiting on a QSBR list is allocated from again and emptied again "
+                "while a lock-free reader may hold its last item",
+    threads=(("writer", _reuse_writer),),
+    setup=_reuse_setup,
+    mutations={"no-page-delay": ("premature-reuse", "use-after-free", "resurrection")},
+    config={"version": "main"},
+    versions=("main",),
+    pct_steps=60,
+)
+
+
+SCENARIOS = (QSBR_PAGE_FOREIGN, QSBR_PAGE_REUSE)
