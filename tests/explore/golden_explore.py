@@ -1,6 +1,6 @@
-"""Issue 13: the exploration table on a fixed seed, stored at the base commit, so that every
-speed optimisation is checked against it: verdicts, schedules to first detection, the failing
-schedule and the shrunk counterexample must not change.
+"""Issue 13: the exploration table on a fixed seed, stored at a reference commit (now main
+e97a6c1), so that every speed optimisation is checked against it: verdicts, schedules to first
+detection, the failing schedule and the shrunk counterexample must not change.
 
 Run `python -m tests.explore.golden_explore` at a commit whose results are the reference to
 rewrite `golden/explore_table.json`; `test_explore_golden.py` recomputes it and compares.
