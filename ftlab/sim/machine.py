@@ -211,10 +211,17 @@ class Machine:
         t = VThread(self, len(self.threads), name or f"T{len(self.threads)}")
         self.threads.append(t)
         if self.race is not None:
+            if self.race.solo is not None and parent is not self.race.solo and not after_all:
+                raise RuntimeError(f"{t.label} started by set-up code while {self.race.solo.label} "
+                                   "runs alone after every other thread: the race detector kept "
+                                   "no record of that thread's accesses to order it with")
             self.race.on_spawn(parent, t)
+            self.race.solo = None
             if after_all:
                 for u in self.threads[:-1]:
                     self.race.acquire(t, u.vc)
+                if all(u.state == DONE for u in self.threads[:-1]):
+                    self.race.solo = t      # after everything, alone (RaceDetector.solo)
         if self.c11 is not None:
             self.c11.on_spawn(parent, t, after_all)
         t.coro = start(t)
