@@ -134,27 +134,56 @@ def run(quick: bool = False) -> list[Figure]:
 # ---------------------------------------------------------------------------------------------
 # Issue 13: this tree against another commit, in the same run
 
-# Run in each tree (cwd first on sys.path): executions per second of each scenario, unmutated.
+# Run in each tree (cwd first on sys.path), as a server: reads "SCENARIO N" lines, answers
+# each with the executions per second (and steps per execution) of N executions of SCENARIO,
+# unmutated, default version, Random(1). The two trees' servers are asked in turn, scenario by
+# scenario, so a change in the machine's load hits both alike.
 _RATE_PROBE = r"""
 import json, sys, time
 from ftlab.config import Config
 from ftlab.explore.execute import run
 from ftlab.scenarios import catalog
 from ftlab.sim.strategies import Random
-n, names = int(sys.argv[1]), sys.argv[2:]
 cat = catalog()
-out = {}
-for name in names or list(cat):
-    sc = cat[name]
+print(json.dumps(list(cat)), flush=True)
+for line in sys.stdin:
+    name, n = line.split()
+    sc, n = cat[name], int(n)
     run(sc, Config(), Random(1), execution=0)          # warm: imports, caches
     start = time.perf_counter()
     steps = 0
     for i in range(n):
         steps += run(sc, Config(), Random(1), execution=i).steps
     elapsed = time.perf_counter() - start
-    out[name] = [n / elapsed, steps / n]
-print(json.dumps(out))
+    print(json.dumps([n / elapsed, steps / n]), flush=True)
 """
+
+
+class _Probe:
+    """The rate server of one tree."""
+
+    def __init__(self, tree: str) -> None:
+        import json
+        import subprocess
+        import sys
+
+        self.p = subprocess.Popen([sys.executable, "-c", _RATE_PROBE], cwd=tree, text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.names = json.loads(self.p.stdout.readline())
+
+    def rate(self, name: str, n: int) -> list[float]:
+        import json
+
+        self.p.stdin.write(f"{name} {n}\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise SystemExit(f"bench_explore: the rate probe died on {name}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.p.stdin.close()
+        self.p.wait()
 
 
 def _export(rev: str, into: str) -> str:
@@ -188,18 +217,6 @@ def _explore_wall(tree: str, args: list[str], db: str) -> tuple[float, int, str]
     return elapsed, p.returncode, lines[-1] if lines else ""
 
 
-def _rates(tree: str, n: int, names: list[str]) -> dict[str, list[float]]:
-    import json
-    import subprocess
-    import sys
-
-    p = subprocess.run([sys.executable, "-c", _RATE_PROBE, str(n), *names], cwd=tree,
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"bench_explore: the rate probe failed in {tree}:\n{p.stderr[-2000:]}")
-    return json.loads(p.stdout.splitlines()[-1])
-
-
 def against(argv: list[str] | None = None) -> int:
     import argparse
     import shutil
@@ -211,7 +228,8 @@ def against(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rates", type=int, default=30, metavar="N",
                     help="executions per scenario in the rate probe (0: no probe)")
-    ap.add_argument("--rounds", type=int, default=1, help="alternations of the two trees")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternations of the two trees (the best of each is kept)")
     ap.add_argument("--no-explore", action="store_true", help="only the rate probe")
     ap.add_argument("scenarios", nargs="*")
     a = ap.parse_args(argv)
@@ -229,13 +247,23 @@ def against(argv: list[str] | None = None) -> int:
             args += ["--budget", str(a.budget)]
         walls: dict[str, float] = {}
         rates: dict[str, dict[str, list[float]]] = {"base": {}, "work": {}}
+        if a.rates:
+            probes = {label: _Probe(tree) for label, tree in trees.items()}
+            try:
+                names = [n for n in (a.scenarios or probes["work"].names)
+                         if n in probes["base"].names]
+                for r in range(a.rounds):
+                    for name in names:
+                        for label, probe in probes.items():
+                            rate, steps = probe.rate(name, a.rates)
+                            old = rates[label].get(name)
+                            if old is None or rate > old[0]:
+                                rates[label][name] = [rate, steps]
+            finally:
+                for probe in probes.values():
+                    probe.close()
         for r in range(a.rounds):
             for label, tree in trees.items():
-                if a.rates:
-                    for name, (rate, steps) in _rates(tree, a.rates, a.scenarios).items():
-                        old = rates[label].get(name)
-                        if old is None or rate > old[0]:
-                            rates[label][name] = [rate, steps]
                 if not a.no_explore:
                     db = os.path.join(tmp, f"{label}-{r}.db")
                     wall, code, last = _explore_wall(tree, args, db)
@@ -246,9 +274,11 @@ def against(argv: list[str] | None = None) -> int:
             print(f"\n{'scenario':28} {'base exec/s':>11} {'work exec/s':>11} {'speed-up':>8} "
                   f"{'steps/exec':>10}")
             for name, (w, steps) in rates["work"].items():
-                b = rates["base"].get(name, [0.0, 0.0])[0]
+                b, bsteps = rates["base"].get(name, [0.0, 0.0])
+                # different steps per execution: the scenario itself changed, not only its cost
+                note = "" if round(bsteps) == round(steps) else f"  (base: {bsteps:.0f} steps)"
                 print(f"{name:28} {b:11.1f} {w:11.1f} {w / b if b else float('inf'):7.2f}x "
-                      f"{steps:10.0f}")
+                      f"{steps:10.0f}{note}")
         if walls:
             print(f"\nftlab explore {' '.join(args)}: base {walls['base']:.1f} s, work "
                   f"{walls['work']:.1f} s, work/base = {walls['work'] / walls['base']:.2f} "

@@ -324,6 +324,32 @@ class Machine:
             return False
         return True
 
+    def _run_solo(self, t: VThread) -> bool:
+        """The run loop's steps while `t`, which ran the step before, is the only runnable
+        thread: no decision, no preemption, no switch, so each step is the step count and the
+        resumption alone. Returns when another thread becomes runnable, `t` blocks or ends, or
+        one step short of the bound (the run loop then takes the livelock step); False when
+        the run must stop (a violation)."""
+        runnable = self.runnable
+        send = t.coro.send
+        steps = self.steps
+        max_steps = self.max_steps
+        while steps < max_steps:
+            steps += 1
+            self.steps = steps
+            try:
+                send(None)
+            except StopIteration as stop:
+                self._exit(t, stop.value)
+                return True
+            except BaseException as e:
+                if not self._resume_failed(t, e):
+                    raise
+                return False
+            if len(runnable) != 1 or runnable[0] is not t:
+                return True
+        return True
+
     def fail(self, v: Violation) -> None:
         if self.violation is None:
             self.violation = v
@@ -349,6 +375,12 @@ class Machine:
             n = len(runnable)
             if n == 1:
                 t = runnable[0]
+                if t is prev and after_step is None and steps < max_steps:
+                    # Nothing to choose: run to the next decision (issue 13).
+                    if not self._run_solo(t):
+                        break
+                    steps = self.steps
+                    continue
             else:
                 t = runnable[int(uniform() * n)] if uniform is not None else choose(runnable, prev)
                 choices.append(t.index)

@@ -152,8 +152,18 @@ class RaceDetector:
         return (path, f.f_lineno, f.f_code.co_name)
 
     def plain(self, addr: int, width: int, is_write: bool) -> None:
-        """The AddressSpace hook for plain loads and stores, and for byte ranges."""
-        self.access(addr, width, is_write, False)
+        """The AddressSpace hook for plain loads and stores, and for byte ranges: `access`
+        with atomic=False, its one-word case called directly (issue 13: this runs for every
+        plain access of every execution)."""
+        off = addr & 7
+        if off + width > 8 or self.locations:
+            self.access(addr, width, is_write, False)
+            return
+        t = self.machine.current
+        if t is None or t is self.solo:
+            return
+        self.checks += 1
+        self._word(t, addr - off, ((1 << width) - 1) << off, addr, width, is_write, False, None)
 
     def access(self, addr: int, width: int, is_write: bool, atomic: bool) -> None:
         m = self.machine
