@@ -91,11 +91,11 @@ class PageListOracle(Observer):
         for heap in t.mimalloc.heaps:
             if heap is None or heap.deleted:
                 continue
-            for pq in heap.pages:
+            for b, pq in enumerate(heap.pages):
                 page = pq.first
                 while page is not None:
                     listed = on_list.get(page)
-                    if listed is not None and self.main and pq.bin == MI_BIN_FULL:
+                    if listed is not None and self.main and b == MI_BIN_FULL:
                         self._fail(f"page {page!r} waits for QSBR in the full queue, where "
                                    "allocation never finds it (stranded, gh-145615)")
                     if listed is not None and page.qsbr_goal == 0:
