@@ -117,6 +117,7 @@ async def _never_run(t) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("version", ["3.13.0", "3.14", "main"])
 def test_shutdown_del_thread_clean_under_10000_random_and_pct_schedules_and_dfs(version):
     sc = get("shutdown-del-thread")
