@@ -62,9 +62,11 @@ def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
         if m.violation is not None:
             break
     m.run(chooser)
-    if m.violation is None and scenario.interpreter:
+    if m.violation is None and m.pruned:
+        pass        # the strategy cut the run short (DPOR: equivalent to one it has run)
+    elif m.violation is None and scenario.interpreter:
         rt.finalize()                                   # no choice to make: one thread
-    if m.violation is None:
+    if m.violation is None and not m.pruned:
         try:
             rt.observer.run_finished(rt)                # end-of-run oracles (leaks)
             if scenario.check is not None:

@@ -11,9 +11,11 @@ found it — is counted in this canonical order, so the answer does not depend o
 workers ran the batches, on which finished first, or on how batches were grouped into tasks.
 
 Seeded strategies (random, pct) run execution i as a pure function of (seed, i), so their
-batches are independent. DFS keeps a frontier; its batches form a chain, each starting from
-the frontier the previous one left (`dfs_state` / `dfs_restore`), and once DFS has exhausted
-its space its remaining batches are void (they run nothing).
+batches are independent. DFS keeps a frontier, DPOR its exploration stack; the batches of
+either form a chain, each starting from the state the previous one left (`dfs_state` /
+`dfs_restore`), and once the search has exhausted its space its remaining batches are void
+(they run nothing). A DPOR search that exhausts has run every Mazurkiewicz trace of the
+scenario: the row is verified, not merely clean.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import zlib
 from dataclasses import dataclass
 
+from ftlab.sim.dpor import DPOR
 from ftlab.sim.strategies import DFS, MAX_PCT_DEPTH, PCT, Random, Strategy
 
 # Schedules per row when `--budget` is not given, and executions per batch (the granularity of
@@ -39,7 +42,7 @@ class ExploreError(ValueError):
 
 @dataclass(frozen=True, order=True)
 class StrategySpec:
-    """`random`, `pct:DEPTH` or `dfs[:BOUND]`, as written on the command line."""
+    """`random`, `pct:DEPTH`, `dfs[:BOUND]` or `dpor`, as written on the command line."""
 
     kind: str
     param: int | None = None
@@ -49,14 +52,16 @@ class StrategySpec:
 
     @property
     def chained(self) -> bool:
-        """True when batches depend on the previous batch (DFS's frontier)."""
-        return self.kind == "dfs"
+        """True when batches depend on the previous batch (DFS's frontier, DPOR's stack)."""
+        return self.kind in ("dfs", "dpor")
 
     def make(self, seed: int, pct_steps: int) -> Strategy:
         if self.kind == "random":
             return Random(seed)
         if self.kind == "pct":
             return PCT(seed, depth=self.param or 1, steps=pct_steps)
+        if self.kind == "dpor":
+            return DPOR()
         return DFS(preemption_bound=self.param)
 
 
@@ -81,18 +86,25 @@ def parse_spec(text: str) -> StrategySpec:
         return StrategySpec("pct", param)
     if name == "dfs":
         return StrategySpec("dfs", param)
+    if name == "dpor":
+        if colon:
+            raise ExploreError(f"strategy 'dpor' takes no parameter (got {text!r}): it has no bound")
+        return StrategySpec("dpor")
     if name in ("roundrobin", "rr", "replay"):
         raise ExploreError(f"strategy {name!r} runs a single schedule: use `ftlab run` or `ftlab replay`")
-    raise ExploreError(f"unknown strategy {text!r} (known: random, pct:DEPTH, dfs[:BOUND])")
+    raise ExploreError(f"unknown strategy {text!r} (known: random, pct:DEPTH, dfs[:BOUND], dpor)")
 
 
 def default_portfolio(scenario) -> list[StrategySpec]:
     """Random, PCT with depths 1-3 and, where the scenario says its space is small enough
-    (`scenario.dfs`), a DFS bounded by `scenario.dfs_bound` preemptions (None: unbounded)."""
+    (`scenario.dfs`), a DFS bounded by `scenario.dfs_bound` preemptions (None: unbounded), and
+    DPOR where its whole space fits the budget (`scenario.dpor`)."""
     specs = [StrategySpec("random"), StrategySpec("pct", 1), StrategySpec("pct", 2),
              StrategySpec("pct", 3)]
     if scenario.dfs:
         specs.append(StrategySpec("dfs", scenario.dfs_bound))
+    if scenario.dpor:
+        specs.append(StrategySpec("dpor"))
     return specs
 
 
@@ -132,9 +144,13 @@ def dfs_state(dfs: DFS) -> bytes:
     return zlib.compress(json.dumps(dfs.snapshot(), separators=(",", ":")).encode(), 6)
 
 
-def dfs_restore(bound: int | None, blob: bytes | None) -> DFS:
+def dfs_restore(bound: int | None, blob: bytes | None, kind: str = "dfs") -> DFS | DPOR:
+    """The search a chained batch starts from: `kind`'s fresh one, or the one in `blob` (a DFS
+    frontier or a DPOR stack, told apart by their keys)."""
     if not blob:
-        return DFS(preemption_bound=bound)
+        return DPOR() if kind == "dpor" else DFS(preemption_bound=bound)
     state = json.loads(zlib.decompress(blob))
+    if "nodes" in state:
+        return DPOR.restore(state)
     state.setdefault("bound", bound)
     return DFS.restore(state)

@@ -164,7 +164,8 @@ def run_batch(spec: BatchSpec, scenario, dfs=None) -> tuple[BatchResult, object]
     config = _config(spec.version, spec.mutations)
     strat = _spec(spec.strategy)
     if strat.chained:
-        strategy = dfs if spec.chain and dfs is not None else dfs_restore(strat.param, spec.dfs_state)
+        strategy = (dfs if spec.chain and dfs is not None
+                    else dfs_restore(strat.param, spec.dfs_state, strat.kind))
     else:
         strategy = strat.make(spec.seed, spec.pct_steps)
     decisive_kinds = spec.decisive

@@ -462,7 +462,7 @@ class ThreadState:
         """Wait for `other` to finish. Like every blocking wait of the runtime (a PyEvent or a
         lock wait with `detach`), it detaches while it blocks, so it never holds up a
         stop-the-world; a thread already finished is joined without detaching."""
-        if other.vt.state == DONE or not self.attached:
+        if other.vt.finished() or not self.attached:
             return await self.vt.join(other.vt)
         await self.detach()
         result = await self.vt.join(other.vt)

@@ -49,6 +49,7 @@ import types
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ftlab.runtime.pystate import ThreadState
+from ftlab.sim.dpor import event_key
 from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
@@ -85,13 +86,22 @@ def _winerror(code: int, message: str) -> OSError:
 class Waitable:
     """A kernel object a thread can wait on: `signalled()` and a list of parked waiters."""
 
-    __slots__ = ("machine", "name", "waiters", "closed")
+    __slots__ = ("machine", "name", "waiters", "closed", "serial")
 
     def __init__(self, machine: "Machine", name: str) -> None:
         self.machine = machine
         self.name = name
         self.waiters: list["VThread"] = []
         self.closed = False
+        self.serial = machine.serials     # its DPOR key
+        machine.serials += 1
+
+    def touch(self, write: bool) -> None:
+        """The step in progress reads (waits, polls) or changes (sets, resets, closes) the
+        object: DPOR orders it with the others' (`ftlab/sim/dpor.py`)."""
+        m = self.machine
+        if m.dpor is not None:
+            m.dpor.sync(event_key(self.serial), write)
 
     def signalled(self) -> bool:
         raise NotImplementedError
@@ -113,6 +123,7 @@ class Waitable:
 
     def close(self) -> None:
         """`CloseHandle`: later waits on the handle fail with ERROR_INVALID_HANDLE."""
+        self.touch(True)
         self.closed = True
 
     def __repr__(self) -> str:
@@ -147,6 +158,7 @@ class WaitEvent(Waitable):
 
     def set_now(self) -> None:
         m = self.machine
+        self.touch(True)
         self.flag = True
         if m.race is not None and m.current is not None:
             from ftlab.sim.race import vc_join
@@ -162,6 +174,7 @@ class WaitEvent(Waitable):
     def reset(self):
         """`ResetEvent`."""
         yield
+        self.touch(True)
         self.flag = False
 
     def acquire_clock(self, t: "VThread") -> None:
@@ -179,8 +192,7 @@ class ThreadHandle(Waitable):
         self.thread = thread
 
     def signalled(self) -> bool:
-        from ftlab.sim.machine import DONE
-        return self.thread.state == DONE
+        return self.thread.finished()
 
     # The machine wakes a thread's joiners when it exits; a waiter parks there.
     def add_waiter(self, t: "VThread") -> None:
@@ -227,6 +239,8 @@ def wait_for_multiple_objects(t: "VThread", objs: Sequence[Waitable], wait_all: 
     m = t.machine
     deadline_passed = False
     while True:
+        for o in objs:
+            o.touch(False)
         if any(o.closed for o in objs):
             return WAIT_FAILED, ERROR_INVALID_HANDLE
         ready = [i for i, o in enumerate(objs) if o.signalled()]

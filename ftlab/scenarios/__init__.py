@@ -27,6 +27,9 @@ class Scenario:
     # preemption bound (None: no bound, every schedule)
     dfs: bool = True
     dfs_bound: int | None = 2
+    # whether the default portfolio has DPOR (ftlab/sim/dpor.py): for scenarios whose every
+    # Mazurkiewicz trace fits a row's share of the default budget, so the row is verified
+    dpor: bool = False
     # estimated decisions per run, for PCT's change points
     pct_steps: int = 50
     # Config fields the scenario needs, applied over the run's config (debug_allocator=True)

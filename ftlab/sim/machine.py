@@ -29,6 +29,7 @@ import types
 from typing import Any, Callable, Coroutine
 
 from ftlab.sim.atomics import Memory
+from ftlab.sim.dpor import thread_key
 from ftlab.sim.race import RaceDetector
 from ftlab.sim.schedule import ScheduleError, thread_letter
 from ftlab.sim.violation import Violation, ViolationError
@@ -123,6 +124,14 @@ class VThread:
     def shared(self) -> Any:
         return self.machine.shared
 
+    def finished(self) -> bool:
+        """Whether the thread has ended, as another thread's step sees it (a read that DPOR
+        orders with the thread's exit)."""
+        m = self.machine
+        if m.dpor is not None:
+            m.dpor.sync(thread_key(self.index), False)
+        return self.state == DONE
+
     # Scheduling points of the thread itself.
 
     @types.coroutine
@@ -140,10 +149,14 @@ class VThread:
     def join(self, other: "VThread"):
         yield
         m = self.machine
+        if m.dpor is not None:
+            m.dpor.sync(thread_key(other.index), False)
         while other.state != DONE:
             other.joiners.append(self)
             m.block(self, f"join {other.label}")
             yield
+            if m.dpor is not None:
+                m.dpor.sync(thread_key(other.index), False)
         if m.race is not None:
             m.race.acquire(self, other.vc)
         if m.c11 is not None:
@@ -187,6 +200,11 @@ class Machine:
         self.namer: Callable[[int], str | None] | None = None
         self._c_names: dict[types.CodeType, str] = {}       # code -> modelled C function
         self.shared: Any = None
+        # DPOR (ftlab/sim/dpor.py): the chooser that records each step's footprint, or None
+        self.dpor: Any = None
+        self.serials = 0        # mutexes and events made so far (their DPOR keys)
+        self.pruned = False     # the strategy stopped the run (DPOR: every thread asleep)
+        self.last: VThread | None = None    # the thread of the run's last step
         if race is not None:
             race.machine = self
             self.mem.on_plain_access = race.plain
@@ -224,6 +242,8 @@ class Machine:
                     self.race.solo = t      # after everything, alone (RaceDetector.solo)
         if self.c11 is not None:
             self.c11.on_spawn(parent, t, after_all)
+        if self.dpor is not None:
+            self.dpor.sync(thread_key(t.index), True)
         t.coro = start(t)
         if self.trace is not None:
             self.record(t, f"start {t.name}" + (f" (by {parent.label})" if parent else ""))
@@ -259,6 +279,8 @@ class Machine:
             self.runnable.remove(t)
         if self.race is not None:
             self.race.on_exit(t)
+        if self.dpor is not None:
+            self.dpor.sync(thread_key(t.index), True)
         if self.trace is not None:
             self.record(t, "exit")
         for j in t.joiners:
@@ -359,7 +381,11 @@ class Machine:
     def run(self, chooser) -> None:
         """Drive the threads to the end, a violation, a deadlock or the step bound."""
         if self.violation is not None:
+            chooser.finish()    # set-up failed: an execution of no step
             return
+        attach = getattr(chooser, "attach", None)
+        if attach is not None:
+            attach(self)        # a chooser that watches every step (DPOR)
         runnable = self.runnable
         choose = chooser.choose
         self._chooser = chooser
@@ -371,6 +397,7 @@ class Machine:
         steps = self.steps
         switches = 0
         prev: VThread | None = None
+        t: VThread | None = None
         while runnable:
             n = len(runnable)
             if n == 1:
@@ -383,6 +410,9 @@ class Machine:
                     continue
             else:
                 t = runnable[int(uniform() * n)] if uniform is not None else choose(runnable, prev)
+                if t is None:
+                    self.pruned = True      # the strategy needs no more of this run
+                    break
                 choices.append(t.index)
                 if t is not prev and prev is not None and prev.state == RUNNABLE:
                     self.preemptions += 1
@@ -420,6 +450,7 @@ class Machine:
                     tuple(f"{u.label} waits for {u.wait}" for u in stuck)))
         self.switches += switches
         self.current = None
+        self.last = t if t is not None else prev
         chooser.finish()
 
 

@@ -144,6 +144,7 @@ class AddressSpace:
 
     __slots__ = (
         "on_plain_access",
+        "on_map",            # (addr, size) of a reserve, release, commit or decommit (DPOR)
         "_base",
         "_next",
         "_pages",            # page number -> bytearray(PAGE_RECORD_SIZE), backed pages only
@@ -159,6 +160,7 @@ class AddressSpace:
     def __init__(self, base: int = 0x7F00_0000_0000) -> None:
         assert base >= 0 and base & OS_PAGE_MASK == 0, "base must be page-aligned"
         self.on_plain_access: Callable[[int, int, bool], None] | None = None
+        self.on_map: Callable[[int, int], None] | None = None
         self._base = base
         self._next = base
         self._pages: dict[int, bytearray] = {}
@@ -469,6 +471,8 @@ class AddressSpace:
         for c in range(base >> CHUNK_SHIFT, ((r.end - 1) >> CHUNK_SHIFT) + 1):
             self._chunks.setdefault(c, []).append(r)
         self._reserved += size
+        if self.on_map is not None:
+            self.on_map(base, 0)        # which address comes next depends on the order
         return base
 
     def release(self, base: int) -> None:
@@ -476,6 +480,8 @@ class AddressSpace:
         r = self._regions.pop(base, None)
         if r is None:
             raise ValueError(f"{base:#x} is not the start of a reserved region")
+        if self.on_map is not None:
+            self.on_map(r.base, r.size)
         self._drop_backing(r.base >> OS_PAGE_SHIFT, r.end >> OS_PAGE_SHIFT)
         self._committed_pages -= r.state.count(COMMITTED)
         del self._bases[bisect.bisect_left(self._bases, base)]
@@ -492,6 +498,8 @@ class AddressSpace:
         r, i, j = self._page_range("commit", addr, size)
         if i == j:
             return
+        if self.on_map is not None:
+            self.on_map(r.base + (i << OS_PAGE_SHIFT), (j - i) << OS_PAGE_SHIFT)
         state = r.state
         self._committed_pages += (j - i) - state.count(COMMITTED, i, j)
         state[i:j] = bytes((COMMITTED,)) * (j - i)
@@ -503,6 +511,8 @@ class AddressSpace:
         r, i, j = self._page_range("decommit", addr, size)
         if i == j:
             return
+        if self.on_map is not None:
+            self.on_map(r.base + (i << OS_PAGE_SHIFT), (j - i) << OS_PAGE_SHIFT)
         state = r.state
         self._committed_pages -= state.count(COMMITTED, i, j)
         state[i:j] = state[i:j].translate(_DECOMMIT_TABLE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import types
 from typing import TYPE_CHECKING
 
+from ftlab.sim.dpor import event_key, mutex_key
 from ftlab.sim.race import vc_join
 from ftlab.sim.violation import ViolationError
 
@@ -20,10 +21,12 @@ if TYPE_CHECKING:
 
 
 class Mutex:
-    __slots__ = ("machine", "name", "owner", "waiters", "clock", "view")
+    __slots__ = ("machine", "name", "owner", "waiters", "clock", "view", "serial")
 
     def __init__(self, machine: "Machine", name: str = "mutex") -> None:
         self.machine = machine
+        self.serial = machine.serials     # its DPOR key (creation order, a function of the run)
+        machine.serials += 1
         self.name = name
         self.owner: VThread | None = None
         self.waiters: list[VThread] = []
@@ -31,6 +34,9 @@ class Mutex:
         self.view: dict | None = None  # c11 memory model: the view the release publishes
 
     def locked(self) -> bool:
+        m = self.machine
+        if m.dpor is not None:
+            m.dpor.sync(mutex_key(self.serial), False)
         return self.owner is not None
 
     def _take(self, t: "VThread") -> None:
@@ -48,18 +54,25 @@ class Mutex:
         yield
         m = self.machine
         t = m.current
+        if m.dpor is not None:
+            m.dpor.sync(mutex_key(self.serial), True)
         if self.owner is t:
             raise ViolationError("deadlock", f"{t.label} locks {self.name}, which it already holds")
         while self.owner is not None:
             self.waiters.append(t)
             m.block(t, f"{self.name} (held by {self.owner.label})")
             yield
+            if m.dpor is not None:
+                m.dpor.sync(mutex_key(self.serial), True)
         self._take(t)
 
     @types.coroutine
     def try_lock(self):
         """One step: take the mutex if it is free (`_PyMutex_TryLock`); never blocks."""
         yield
+        m = self.machine
+        if m.dpor is not None:
+            m.dpor.sync(mutex_key(self.serial), True)
         if self.owner is not None:
             return False
         self._take(self.machine.current)
@@ -70,6 +83,8 @@ class Mutex:
         yield
         m = self.machine
         t = m.current
+        if m.dpor is not None:
+            m.dpor.sync(mutex_key(self.serial), True)
         if self.owner is not t:
             raise ViolationError("crash", f"{t.label} unlocks {self.name}, which it does not hold")
         self.owner = None
@@ -97,10 +112,12 @@ class Mutex:
 class Event:
     """A one-shot event: `wait` blocks until some thread has called `set`."""
 
-    __slots__ = ("machine", "name", "flag", "waiters", "clock", "view")
+    __slots__ = ("machine", "name", "flag", "waiters", "clock", "view", "serial")
 
     def __init__(self, machine: "Machine", name: str = "event") -> None:
         self.machine = machine
+        self.serial = machine.serials
+        machine.serials += 1
         self.name = name
         self.flag = False
         self.waiters: list[VThread] = []
@@ -108,12 +125,17 @@ class Event:
         self.view: dict | None = None  # c11 memory model: the view the release publishes
 
     def is_set(self) -> bool:
+        m = self.machine
+        if m.dpor is not None:
+            m.dpor.sync(event_key(self.serial), False)
         return self.flag
 
     @types.coroutine
     def set(self):
         yield
         m = self.machine
+        if m.dpor is not None:
+            m.dpor.sync(event_key(self.serial), True)
         self.flag = True
         if m.race is not None:
             clock = m.race.release(m.current)
@@ -136,10 +158,14 @@ class Event:
         yield
         m = self.machine
         t = m.current
+        if m.dpor is not None:
+            m.dpor.sync(event_key(self.serial), False)
         while not self.flag:
             self.waiters.append(t)
             m.block(t, f"event {self.name}")
             yield
+            if m.dpor is not None:
+                m.dpor.sync(event_key(self.serial), False)
         if m.race is not None:
             m.race.acquire(t, self.clock)
         if m.c11 is not None:
