@@ -84,6 +84,7 @@ def _park(t: "ThreadState", m: int):
     the parking lot's bucket lock."""
     yield
     mem = t.mem
+    t.rt.machine.note_access(m, 1, True)       # the check, HAS_PARKED and the enqueue
     v = mem.raw_load(m, 1)
     if v & LOCKED:
         mem.raw_store(m, 1, v | HAS_PARKED, Tag.HEADER)

@@ -36,6 +36,7 @@ def _spin_until_changed(t: "ThreadState", seq: int, seen: int):
     spinner is not runnable while the writer has not finished, so an explorer cannot spin in
     it forever (the check and the enqueue are one step, as in the parking lot)."""
     yield
+    t.rt.machine.note_access(seq, 4, True)     # the check and the enqueue on its word
     if t.mem.raw_load(seq, 4) == seen:
         t.rt.parking_lot.setdefault(seq, []).append(t.vt)
         t.rt.machine.block(t.vt, f"seqlock at {seq:#x} (a writer is active)")

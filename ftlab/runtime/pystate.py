@@ -38,6 +38,7 @@ from ftlab.runtime.mimalloc.types import HeapTag
 from ftlab.runtime.observer import Observer, Observers
 from ftlab.runtime.pylifecycle import Finalization, Phase
 from ftlab.sim.atomics import RELAXED, SEQ_CST
+from ftlab.sim.dpor import event_key
 from ftlab.sim.machine import DONE, Machine, VThread
 from ftlab.sim.memory import OS_PAGE_MASK, OS_PAGE_SIZE, Tag
 from ftlab.sim.race import RaceDetector
@@ -573,6 +574,7 @@ class ThreadState:
         changed (the check and the enqueue are one step, as under the parking lot's bucket
         lock); `start_the_world` unparks."""
         yield
+        self.rt.machine.note_access(self.state_addr, 4, True)     # the check and the enqueue
         if self.mem.raw_load(self.state_addr, 4) == THREAD_SUSPENDED:
             self.rt.stw.parked.append(self)
             self.rt.machine.block(self.vt, "attach: the world is stopped")
@@ -759,10 +761,12 @@ class _StopEvent:
     while a stop is requested wakes the requester for a re-scan (a re-scan at any other moment
     changes nothing). `wait_timed` returns True when the event was set, False on a poke."""
 
-    __slots__ = ("machine", "flag", "clock", "waiter", "poked")
+    __slots__ = ("machine", "flag", "clock", "waiter", "poked", "serial")
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
+        self.serial = machine.serials     # its DPOR key
+        machine.serials += 1
         self.flag = False
         self.clock: list[int] | None = None
         self.waiter: VThread | None = None
@@ -772,13 +776,19 @@ class _StopEvent:
     def notify(self):
         yield
         m = self.machine
+        self._touch()
         self.flag = True
         if m.race is not None:
             self.clock = m.race.release(m.current)
         if self.waiter is not None:
             m.wake(self.waiter)
 
+    def _touch(self) -> None:
+        if self.machine.dpor is not None:
+            self.machine.dpor.sync(event_key(self.serial), True)
+
     def poke(self) -> None:
+        self._touch()
         self.poked = True
         if self.waiter is not None:
             self.machine.wake(self.waiter)
@@ -788,10 +798,12 @@ class _StopEvent:
         yield
         m = self.machine
         t = m.current
+        self._touch()
         while not self.flag and not self.poked:
             self.waiter = t
             m.block(t, f"stop-the-world: {stw.thread_countdown} thread(s) to park")
             yield
+            self._touch()
         self.waiter = None
         if self.flag:
             if m.race is not None:

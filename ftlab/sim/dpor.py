@@ -134,6 +134,7 @@ class Recorder:
         self._fp: Footprint = {}        # the footprint of the step in progress
         self._started: set[int] = set() # threads that have taken a step
         self._saved: tuple = ()
+        self._quiet = False             # the oracles' own reads after a step are not its
 
     def attach(self, m: "Machine") -> None:
         if m.c11 is not None:
@@ -143,16 +144,23 @@ class Recorder:
         self._base = m.steps
         mem = m.mem
         self._saved = (mem.on_plain_access, mem.on_atomic_access, mem.unobserved, m.after_step)
-        mem.on_plain_access = chain_access_hooks(self._access, mem.on_plain_access)
-        mem.watch_atomics(chain_access_hooks(self._access, mem.on_atomic_access))
+        mem.on_plain_access = chain_access_hooks(self.access, mem.on_plain_access)
+        mem.watch_atomics(chain_access_hooks(self.access, mem.on_atomic_access))
         mem.on_map = self._map
+        # what the model reads and writes without a hook of its own: relaxed peeks, parking
+        # lots' checks, free-list links (the atomics' own raw accesses repeat what they report)
+        mem.on_raw_access = self._raw
         after = m.after_step
         if after is None:
             m.after_step = self._step
         else:
             def both(t: "VThread") -> None:
                 self._step(t)
-                after(t)
+                self._quiet = True
+                try:
+                    after(t)
+                finally:
+                    self._quiet = False
             m.after_step = both
         m.dpor = self
 
@@ -164,12 +172,14 @@ class Recorder:
         mem = m.mem
         mem.on_plain_access, mem.on_atomic_access, mem.unobserved, m.after_step = self._saved
         mem.on_map = None
+        mem.on_raw_access = None
         m.dpor = None
         self._machine = None
         if self._fp and m.violation is not None and m.last is not None:
             self._step(m.last)
 
-    def _access(self, addr: int, width: int, is_write: bool) -> None:
+    def access(self, addr: int, width: int, is_write: bool) -> None:
+        """A memory access of the step in progress."""
         fp = self._fp
         end = addr + width - 1
         for w in range(addr >> WORD_SHIFT, (end >> WORD_SHIFT) + 1):
@@ -179,6 +189,10 @@ class Recorder:
                 fp[w] = False
         for c in range(addr >> CHUNK_SHIFT, (end >> CHUNK_SHIFT) + 1):
             fp.setdefault(CHUNK_KEYS - c, False)    # ordered with a commit or decommit
+
+    def _raw(self, addr: int, width: int, is_write: bool) -> None:
+        if not self._quiet:
+            self.access(addr, width, is_write)
 
     def _map(self, addr: int, size: int) -> None:
         fp = self._fp

@@ -257,6 +257,12 @@ class Machine:
             bisect.insort(self.runnable, t, key=_index)
         return t
 
+    def note_access(self, addr: int, width: int, is_write: bool) -> None:
+        """An access to simulated memory that no hook sees (a parking lot's raw check and
+        flag, under its bucket lock in C): DPOR must still order it."""
+        if self.dpor is not None:
+            self.dpor.access(addr, width, is_write)
+
     def block(self, t: VThread, wait: str) -> None:
         """Take `t` off the runnable list; it must yield right after."""
         assert t.state == RUNNABLE, "only a runnable thread can block"

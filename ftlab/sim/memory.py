@@ -145,6 +145,7 @@ class AddressSpace:
     __slots__ = (
         "on_plain_access",
         "on_map",            # (addr, size) of a reserve, release, commit or decommit (DPOR)
+        "on_raw_access",     # (addr, width, is_write) of the raw accesses below (DPOR)
         "_base",
         "_next",
         "_pages",            # page number -> bytearray(PAGE_RECORD_SIZE), backed pages only
@@ -161,6 +162,7 @@ class AddressSpace:
         assert base >= 0 and base & OS_PAGE_MASK == 0, "base must be page-aligned"
         self.on_plain_access: Callable[[int, int, bool], None] | None = None
         self.on_map: Callable[[int, int], None] | None = None
+        self.on_raw_access: Callable[[int, int, bool], None] | None = None
         self._base = base
         self._next = base
         self._pages: dict[int, bytearray] = {}
@@ -297,6 +299,8 @@ class AddressSpace:
     # Raw access for the atomics layer: the same accesses, never reported to on_plain_access.
 
     def raw_load(self, addr: int, width: int) -> int:
+        if self.on_raw_access is not None:
+            self.on_raw_access(addr, width, False)
         off = addr & OS_PAGE_MASK
         if off <= OS_PAGE_SIZE - width:
             try:
@@ -307,6 +311,8 @@ class AddressSpace:
         return self._load_slow(addr, width, False, "load")
 
     def raw_store(self, addr: int, width: int, value: int, tag: Tag) -> None:
+        if self.on_raw_access is not None:
+            self.on_raw_access(addr, width, True)
         off = addr & OS_PAGE_MASK
         page = self._pages.get(addr >> OS_PAGE_SHIFT)
         if page is None or off > OS_PAGE_SIZE - width:
@@ -319,6 +325,8 @@ class AddressSpace:
     def raw_update(self, addr: int, width: int, op: int, operand: int, tag: Tag) -> int:
         """One read-modify-write with a single page lookup; returns the old value.
         `op`: RMW_SET, RMW_ADD, RMW_OR or RMW_AND."""
+        if self.on_raw_access is not None:
+            self.on_raw_access(addr, width, True)
         off = addr & OS_PAGE_MASK
         page = self._pages.get(addr >> OS_PAGE_SHIFT)
         if page is None or off > OS_PAGE_SIZE - width:
