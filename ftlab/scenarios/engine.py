@@ -64,6 +64,7 @@ LOST_UPDATE = Scenario(
     check=_lost_update_check,
     mutations={"unsync-rmw": ("check",)},
     dfs_bound=None,
+    dpor=True,
     pct_steps=8,
     interpreter=False,
 )
@@ -100,6 +101,7 @@ LOCK_ORDER = Scenario(
     setup=_lock_order_setup,
     mutations={"lock-order-inversion": ("deadlock",)},
     dfs_bound=None,
+    dpor=True,
     pct_steps=8,
     interpreter=False,
 )
@@ -147,6 +149,7 @@ MESSAGE_PASSING = Scenario(
     setup=_message_setup,
     mutations={"relaxed-message": ("data-race",)},
     dfs_bound=None,
+    dpor=True,
     pct_steps=6,
     interpreter=False,
 )

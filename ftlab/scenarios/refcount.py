@@ -174,6 +174,7 @@ SLOT_REPLACE_DEBUG = Scenario(
     },
     pct_steps=60,
     config={"debug_allocator": True},
+    dpor=True,
 )
 
 
@@ -239,6 +240,7 @@ MERGE_VS_READER = Scenario(
     # then the free's own write races with it (data-race), which in C11 is the same bug.
     mutations={"merge-order-bug": ("use-after-free", "data-race")},
     pct_steps=30,
+    dpor=True,
 )
 
 
@@ -282,6 +284,7 @@ TRYINCREF_ZERO = Scenario(
     setup=_slot_setup(OLD_ITEM, NEW_ITEM),
     mutations={"tryincref-accepts-zero": ("resurrection",)},
     pct_steps=30,
+    dpor=True,
 )
 
 

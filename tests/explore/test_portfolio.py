@@ -23,12 +23,15 @@ def test_bad_specs_are_refused(text):
         parse_spec(text)
 
 
-def test_default_portfolio_adds_dfs_only_where_the_scenario_asks_for_it():
+def test_default_portfolio_adds_dfs_and_dpor_only_where_the_scenario_asks_for_them():
     from dataclasses import replace
 
     s = get("lost-update")
-    assert [str(x) for x in default_portfolio(s)] == ["random", "pct:1", "pct:2", "pct:3", "dfs"]
-    assert str(default_portfolio(replace(s, dfs_bound=2))[-1]) == "dfs:2"
+    assert [str(x) for x in default_portfolio(s)] == [
+        "random", "pct:1", "pct:2", "pct:3", "dfs", "dpor"]
+    assert [str(x) for x in default_portfolio(replace(s, dpor=False))] == [
+        "random", "pct:1", "pct:2", "pct:3", "dfs"]
+    assert str(default_portfolio(replace(s, dfs_bound=2, dpor=False))[-1]) == "dfs:2"
     assert [str(x) for x in default_portfolio(get("mimalloc-stress"))] == [
         "random", "pct:1", "pct:2", "pct:3"]
 
