@@ -237,3 +237,18 @@ def test_explore_says_verified_when_the_dpor_search_completes(tmp_path):
     assert verdicts[("lock-order", None)] == "verified (dpor, 4 executions)"
     assert verdicts[("lost-update", "unsync-rmw")] == "found check"
     assert verdicts[("lock-order", "lock-order-inversion")] == "found deadlock"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n, s in catalog().items() if s.dpor])
+def test_checked_scenarios_every_sampled_run_is_a_trace_dpor_ran(name):
+    # what `Scenario.dpor` claims: the footprints hold every dependency these runs have
+    sc = catalog()[name]
+    config = Config(version="3.14" if not sc.versions or "3.14" in sc.versions else sc.versions[0])
+    by_dpor, _ = _search(sc, DPOR(), config, cap=2000)
+    assert not any(by_dpor.values()), "the unmutated scenario has a violating trace"
+    for i in range(60):
+        strategy = Random(i) if i % 2 else PCT(i, 2, sc.pct_steps)
+        traced = Traced(strategy.execution(0))
+        r = execute(sc, config, traced)
+        assert trace_class(traced.events) in by_dpor, f"{name}: {r.schedule} is a trace DPOR missed"
