@@ -286,4 +286,70 @@ SHUTDOWN_DEL_THREAD = Scenario(
     pct_steps=20,
 )
 
-SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW, THREAD_CHURN, SHUTDOWN_DEL_THREAD)
+# ---------------------------------------------------------------------------------------------
+# start-races-finalize (issue 11 item 4): thread start racing finalization
+
+
+@dataclass
+class _Race:
+    refused: list[str]      # PythonFinalizationError messages the daemon caught
+    started: list[int]      # threads the daemon started
+
+
+async def _late_child(t) -> None:
+    p = await t.malloc(16)
+    t.rt.mem.store_u64(p, 1)
+    await t.free(p)
+    await t.periodic_check()            # a QSBR quiescent state; may suspend for a stop
+
+
+async def _daemon_starter(t) -> None:
+    """A daemon thread that starts a (daemon) child and reclaims a block behind a QSBR goal
+    while the main thread finalizes."""
+    p = await t.malloc(16)
+    child = None
+    try:
+        child = await t.spawn(_late_child, name="child")
+        t.shared.started.append(1)
+    except PythonFinalizationError as e:
+        t.shared.refused.append(str(e))
+    await t.free(p)
+    goal = await qsbr.advance(t.qsbr)   # through the slot as it is now
+    await qsbr.poll(t.qsbr, goal)
+    await t.periodic_check()
+    if child is not None:
+        await t.join(child)             # detached: its re-attach may come after finalization
+
+
+async def _finalizer(t) -> None:
+    await t.rt.finalize_ex(t)
+
+
+def _race_setup(rt) -> None:
+    rt.shared = _Race(refused=[], started=[])
+
+
+def _race_check(rt) -> None:
+    r = rt.shared
+    if r.refused not in ([], ["can't create new thread at interpreter shutdown"]):
+        raise ViolationError("check", f"the daemon's thread start raised {r.refused}")
+    if len(r.refused) + len(r.started) > 1:
+        raise ViolationError("check", "the daemon's thread start both started and refused")
+
+
+START_RACES_FINALIZE = Scenario(
+    name="start-races-finalize",
+    description="a daemon thread starts a thread and frees behind QSBR while main runs "
+                "Py_FinalizeEx (stop the world, finalizing flags, daemon thread states deleted)",
+    threads=(("main", _finalizer), ("daemon", _daemon_starter)),
+    daemon=("daemon",),
+    setup=_race_setup,
+    check=_race_check,
+    mutations={"finalization-frees-daemon-tstate": ("segfault", "use-after-free")},
+    # 3.13 frees the daemons' thread states: the window is real there (pystate.py finalize_ex)
+    versions=("3.14", "main"),
+    pct_steps=60,
+)
+
+SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW, THREAD_CHURN, SHUTDOWN_DEL_THREAD,
+             START_RACES_FINALIZE)
