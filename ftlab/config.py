@@ -117,6 +117,9 @@ MUTATIONS: dict[str, str] = {
                                         "not 3.14's decref): a thread that passed "
                                         "_PyThreadState_MustExit before the flag was set "
                                         "attaches on freed memory",
+    "finalization-restarts-daemons": "Py_FinalizeEx starts the world again before "
+                                     "_PyThreadState_RemoveExcept: the daemon threads are "
+                                     "unparked and attach after the finalizing flags are set",
 }
 
 

@@ -360,11 +360,17 @@ class Runtime:
         await t.yield_now()
         lc.set_runtime_finalizing(t)
         self.machine.record(self.machine.current, "finalizing")
+        restart_first = self.mutated("finalization-restarts-daemons")
+        if restart_first:
+            await self.start_the_world(t)
         await self.head_lock.lock()             # _PyThreadState_RemoveExcept
         removed = [u for u in self.threads_head if u is not t]
         self.threads_head[:] = [t]
         await self.head_lock.unlock()
-        await self.start_the_world(t)
+        if not restart_first:
+            # "We start the world once we are the only thread state left": the others
+            # stay SUSPENDED, parked for good.
+            await self.start_the_world(t)
         frees = (not hangs_at_shutdown(self.config.version)
                  or self.mutated("finalization-frees-daemon-tstate"))
         for u in removed:                       # _PyThreadState_DeleteList
@@ -671,6 +677,7 @@ class ThreadState:
                 break
             assert state == THREAD_SUSPENDED, f"{self.name} attaches while {STATE_NAMES[state]}"
             await self._park_while_suspended()
+        self.rt.observer.thread_attached(self)
         assert self.qsbr is not None, f"{self.name} attaches before it is registered with QSBR"
         await qsbr.attach(self.qsbr)
         if self.critical_sections:

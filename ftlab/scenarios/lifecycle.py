@@ -29,13 +29,31 @@
   detached for the whole wait, so the stop-the-world proceeds. Mutation
   `batched-wait-attached`: the waiter stays attached, so the requester waits for it while it
   waits for the requester's signal (deadlock).
+- `start-races-finalize` (issue 11 item 4): the main thread runs `Py_FinalizeEx` as explored
+  steps (`Runtime.finalize_ex`) while a daemon thread starts a (daemon) child, frees a block
+  and polls QSBR, then joins the child. The daemon's start tests the interpreter's flag while
+  attached; the flag is set only with the world stopped, so the start always succeeds and the
+  new thread state is linked before the world stops: finalization unlinks and deletes it with
+  the others, and the child (or the daemon itself, started in set-up) that reaches
+  `thread_run` or `attach` afterwards leaves at `_PyThreadState_MustExit`. A destructor run by
+  `finalize_modules` on the finalizing thread starts a thread too and gets
+  PythonFinalizationError. Checked: the daemon's start never raises, the destructor's raises
+  once; the `lifecycle` oracle: no thread attaches once another is finalizing. Rows 3.14 and
+  main (3.13 frees the daemons' thread states: see below). Mutation
+  `finalization-frees-daemon-tstate`: `_PyThreadState_DeleteList` frees them as 3.13 does,
+  and a thread that passed `_PyThreadState_MustExit` before the flags were set makes its
+  status CAS on freed memory (segfault). Mutation `finalization-restarts-daemons`: the world
+  is restarted before `_PyThreadState_RemoveExcept`, so the parked daemons attach (lifecycle).
+  Under 3.13.0 the unmutated scenario finds that same window (3.13 frees the thread states
+  of threads that may still run; 3.14 reference-counts them, `decref_threadstate`).
 - `shutdown-del-thread`: a module global holds an object whose destructor starts a thread (a
   `__del__` that spawns a worker, as logging handlers and executors did). Two threads hand the
   object over and exit; at shutdown, `finalize_modules` drops the global in the FINALIZING
   phase and the destructor's thread start must raise PythonFinalizationError (checked: it is
-  raised, there, once). Mutation `finalization-allows-threads`: the thread starts, nobody joins
-  it, and `zapthreads` frees its thread state while it runs (a read of its own `state` or
-  `eval_breaker` faults: `segfault`).
+  raised, there, once). Mutation `finalization-allows-threads`: the thread starts; since
+  issue 11's `_PyThreadState_MustExit` in `thread_run` (gh-108987) it leaves at once without
+  running, so the scenario's check is what finds the mutation (before, the model let it run
+  on the thread state `zapthreads` frees: `segfault`).
 """
 
 from __future__ import annotations
@@ -294,6 +312,7 @@ SHUTDOWN_DEL_THREAD = Scenario(
 class _Race:
     refused: list[str]      # PythonFinalizationError messages the daemon caught
     started: list[int]      # threads the daemon started
+    late_refused: list[str]     # ... the finalizing thread's destructor caught
 
 
 async def _late_child(t) -> None:
@@ -326,15 +345,29 @@ async def _finalizer(t) -> None:
 
 
 def _race_setup(rt) -> None:
-    rt.shared = _Race(refused=[], started=[])
+    rt.shared = _Race(refused=[], started=[], late_refused=[])
+
+    async def clear_module(t) -> None:
+        # finalize_modules: a destructor on the finalizing thread starts a thread
+        try:
+            await t.spawn(_late_child, name="late")
+        except PythonFinalizationError as e:
+            t.shared.late_refused.append(str(e))
+
+    rt.at_module_teardown(clear_module)
 
 
 def _race_check(rt) -> None:
     r = rt.shared
-    if r.refused not in ([], ["can't create new thread at interpreter shutdown"]):
-        raise ViolationError("check", f"the daemon's thread start raised {r.refused}")
-    if len(r.refused) + len(r.started) > 1:
-        raise ViolationError("check", "the daemon's thread start both started and refused")
+    # The daemon tests the flag while attached, and the flag is set only with the world
+    # stopped, after which the daemon never runs Python again: its start never raises.
+    if r.refused:
+        raise ViolationError("check", f"the daemon's thread start raised {r.refused}: it saw "
+                                      "the finalizing flag while attached")
+    if r.late_refused != ["can't create new thread at interpreter shutdown"]:
+        raise ViolationError("check", f"the finalizing thread's start raised "
+                                      f"{r.late_refused or 'nothing'}, not "
+                                      "PythonFinalizationError once")
 
 
 START_RACES_FINALIZE = Scenario(
@@ -345,7 +378,8 @@ START_RACES_FINALIZE = Scenario(
     daemon=("daemon",),
     setup=_race_setup,
     check=_race_check,
-    mutations={"finalization-frees-daemon-tstate": ("segfault", "use-after-free")},
+    mutations={"finalization-frees-daemon-tstate": ("segfault", "use-after-free"),
+               "finalization-restarts-daemons": ("lifecycle",)},
     # 3.13 frees the daemons' thread states: the window is real there (pystate.py finalize_ex)
     versions=("3.14", "main"),
     pct_steps=60,
