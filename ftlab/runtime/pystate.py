@@ -376,9 +376,9 @@ class Runtime:
         for u in removed:                       # _PyThreadState_DeleteList
             await t.yield_now()
             if frees:
-                # 3.13: free_threadstate, though the OS thread may still use it.
+                # 3.13: free_threadstate, though the OS thread may still use it: `u.block`
+                # stays, a dangling pointer, as the thread's `tstate` does in C.
                 self.raw_free(u.block)
-                u.block = 0
             # 3.14: decref_threadstate; the OS thread holds the other reference until it
             # ends, and a daemon that must exit hangs: the block outlives the run.
         for teardown in self.module_teardown:
