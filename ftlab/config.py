@@ -111,6 +111,15 @@ MUTATIONS: dict[str, str] = {
                             "is safe without looking at its QSBR goal",
     "merge-keeps-tid": "_Py_MergeZeroLocalRefcount does not clear ob_tid: the merged object "
                        "still looks owned, so the owner's try-incref takes a local reference",
+    # issue 11: thread start racing finalization (ftlab/runtime/pystate.py finalize_ex)
+    "finalization-frees-daemon-tstate": "_PyThreadState_DeleteList frees the daemon threads' "
+                                        "thread states at shutdown (3.13's free_threadstate, "
+                                        "not 3.14's decref): a thread that passed "
+                                        "_PyThreadState_MustExit before the flag was set "
+                                        "attaches on freed memory",
+    "finalization-restarts-daemons": "Py_FinalizeEx starts the world again before "
+                                     "_PyThreadState_RemoveExcept: the daemon threads are "
+                                     "unparked and attach after the finalizing flags are set",
 }
 
 

@@ -58,11 +58,12 @@ def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
     if scenario.setup is not None:
         scenario.setup(rt)
     for name, fn in scenario.threads:
-        rt.start_thread(fn, name=name, interpreter=scenario.interpreter)
+        rt.start_thread(fn, name=name, interpreter=scenario.interpreter,
+                        daemon=name in scenario.daemon)
         if m.violation is not None:
             break
     m.run(chooser)
-    if m.violation is None and scenario.interpreter:
+    if m.violation is None and scenario.interpreter and not rt.lifecycle.finalized:
         rt.finalize()                                   # no choice to make: one thread
     if m.violation is None:
         try:

@@ -265,6 +265,18 @@ class Machine:
             self.wake(j)
         t.joiners.clear()
 
+    def end_thread(self, t: VThread, why: str) -> None:
+        """End `t` where it is, running none of its code (a thread the process exit kills:
+        issue 11, `Runtime.finalize_ex`)."""
+        if t.state == DONE:
+            return
+        if self.trace is not None:
+            self.record(t, why)
+        t.state = DONE
+        if t in self.runnable:
+            self.runnable.remove(t)
+        t.joiners.clear()
+
     def record(self, t: VThread | None, what: str) -> None:
         if self.trace is not None:
             self.trace.append(Event(self.steps, -1 if t is None else t.index, what,
