@@ -255,6 +255,8 @@ class C11Memory(Memory):
 
     def _rmw(self, addr: int, width: int, order: Order, op: int, operand: int, tag: Tag,
              what: str) -> int:
+        """Every successful read-modify-write (fetch_add, a successful cas): it reads the
+        mo-last store and writes right after it (atomicity), continuing its release sequence."""
         m = self.machine
         t = m.current
         self._c11_access(addr, width, True)
@@ -300,12 +302,7 @@ class C11Memory(Memory):
             if m.trace is not None:
                 self._note("cas-fail", addr, order, f"saw {old:#x}, wanted {expected & mask:#x}")
             return False, old
-        self._c11_access(addr, width, True)
-        read = self._c11_read(t, addr, mo, order, True)
-        self._c11_write(t, addr, width, desired & mask, order, mo, read, tag)
-        if m.trace is not None:
-            self._note("cas", addr, order, f"{old:#x} -> {desired & mask:#x}")
-        return True, old
+        return True, self._rmw(addr, width, order, RMW_SET, desired, tag, "cas")
 
     @types.coroutine
     def fence(self, order: Order = SEQ_CST):
