@@ -188,6 +188,9 @@ LIST_APPEND_INDEX = Scenario(
 # ---------------------------------------------------------------------------------------------
 # list-attach-c11 (c11 memory model, ftlab/sim/c11.py): QSBR's store buffering pair
 
+BLOCKED_STEPS = (0, 16)   # list-attach-c11: the reader's blocking calls, detached
+
+
 async def _attacher(t, arg: int) -> None:
     lst = t.shared
     # a non-owner's decref of the writer's object: the writer's EXPLICIT_MERGE bit, so its
@@ -196,15 +199,19 @@ async def _attacher(t, arg: int) -> None:
     item = await list_get_item_ref(t, lst.addr, INITIAL - 1)   # locked: marks the list shared
     lst.seen.append(item)
     await lst.shared_event.set()
-    # Py_BEGIN/END_ALLOW_THREADS around a blocking call: `_Py_qsbr_detach`, `_Py_qsbr_attach`
-    await t.detach()
-    await t.attach()
-    size = await t.mem.load(lst.addr + OB_SIZE, 8, RELAXED)
-    item = await list_get_item_ref(t, lst.addr, size - 1)       # lock-free: `lst[-1]`
-    if item:
-        lst.seen.append(item)
-        if item != lst.none:
-            await t.decref(item)
+    for blocked in BLOCKED_STEPS:
+        # Py_BEGIN/END_ALLOW_THREADS around a blocking call (no access another thread could
+        # see): `_Py_qsbr_detach`, `_Py_qsbr_attach`; then `lst[-1]` lock-free
+        await t.detach()
+        for _ in range(blocked):
+            await t.yield_now()
+        await t.attach()
+        size = await t.mem.load(lst.addr + OB_SIZE, 8, RELAXED)
+        item = await list_get_item_ref(t, lst.addr, size - 1)
+        if item:
+            lst.seen.append(item)
+            if item != lst.none:
+                await t.decref(item)
 
 
 async def _clearer(t) -> None:

@@ -3,6 +3,8 @@ not under sequential consistency, where the unmutated program stays clean."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ftlab.config import Config, ConfigError
@@ -31,6 +33,41 @@ def test_weakened_fence_found_in_c11_not_in_sc(mutation):
 
 def test_c11_row_is_clean_unmutated():
     assert _first_violation("type-cache-c11", None, 20) is None
+
+
+# list-attach-c11: QSBR's store-buffering pair (_Py_qsbr_attach's seq_cst store against the
+# seq_cst fence that opens qsbr_poll_scan), weakened on either side.
+
+def _run_until(s, mutation: str | None, seed: int, runs: int) -> tuple[int, str] | None:
+    config = Config(mutations=frozenset([mutation] if mutation else []))
+    strategy = Random(seed)
+    for i in range(runs):
+        r = execute(s, config, strategy.execution(i))
+        if r.violations:
+            return i + 1, r.violation.kind
+    return None
+
+
+def _sc_twin(name: str):
+    s = get(name)
+    return dataclasses.replace(
+        s, config={k: v for k, v in s.config.items() if k != "memory_model"})
+
+
+@pytest.mark.parametrize("mutation, seed, runs", [
+    ("qsbr-attach-release", 1, 10),     # found at random execution 3
+    ("qsbr-scan-no-fence", 2, 40),      # found at random execution 31
+])
+def test_weakened_qsbr_order_found_in_c11_not_in_sc(mutation, seed, runs):
+    found = _run_until(get("list-attach-c11"), mutation, seed, runs)
+    assert found is not None and found[1] in get("list-attach-c11").mutations[mutation], found
+    # the same program, the same schedules, sequentially consistent: the scan that reads
+    # OFFLINE ran before the attach, so the reader's loads see the cleared list
+    assert _run_until(_sc_twin("list-attach-c11"), mutation, seed, 40) is None
+
+
+def test_list_attach_c11_is_clean_unmutated():
+    assert _run_until(get("list-attach-c11"), None, 1, 20) is None
 
 
 def test_bad_memory_model_is_a_config_error():
