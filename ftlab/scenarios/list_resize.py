@@ -29,6 +29,16 @@ delayed free of a list's old item array (`_PyMem_FreeDelayed`, `ftlab.runtime.ob
   before its goal in queue processing is caught here. Mutations: `list-items-freed-at-once`,
   `no-free-delayed`.
 
+- `list-attach-c11` (c11 memory model): QSBR's store-buffering pair. The reader makes the
+  list shared (a locked read), then twice blocks detached (`_Py_qsbr_detach`) and re-attaches
+  (`_Py_qsbr_attach`: a seq_cst store of its sequence, then loads) to read `lst[-1]` lock-free;
+  the writer clears the list (`list_clear`: `ob_item` NULL with a release store, the 1 MiB
+  array to `_PyMem_FreeDelayed`) and its periodic check scans (`qsbr_poll_scan`: a seq_cst
+  fence, then the slots). C11 forbids the scan reading OFFLINE while the re-attached reader
+  loads the old `ob_item`; weakening either side allows it, and the reader then reads the
+  freed array: mutations `qsbr-attach-release` and `qsbr-scan-no-fence`, found under c11 and
+  never under SC (tests/scenarios/test_c11_rows.py).
+
 Model notes: the list is a runtime list (`ftlab.runtime.listobject`) owned by the writer, its
 appends `PyList_Append` under the list's critical section, the reads `list_get_item_ref`. The
 reader's first read finds the list neither its own nor shared and takes `list_item_impl`,
