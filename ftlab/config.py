@@ -120,6 +120,13 @@ MUTATIONS: dict[str, str] = {
     "finalization-restarts-daemons": "Py_FinalizeEx starts the world again before "
                                      "_PyThreadState_RemoveExcept: the daemon threads are "
                                      "unparked and attach after the finalizing flags are set",
+    # c11 memory model, QSBR (ftlab/runtime/qsbr.py; scenario list-attach-c11)
+    "qsbr-attach-release": "_Py_qsbr_attach publishes the thread's sequence with a release "
+                           "store, not seq_cst: a scan may still read OFFLINE after the thread "
+                           "loaded a pointer, and free what it reads",
+    "qsbr-scan-no-fence": "qsbr_poll_scan has no seq_cst fence before its loads: it may read "
+                          "OFFLINE for a thread whose attach comes later and yet loads a "
+                          "pointer older than the unlink",
 }
 
 
