@@ -204,6 +204,9 @@ def format_timeline(trace: Sequence[Event], threads: Sequence[str],
         lines.append("")
         lines.append(_name_addresses(str(violation), trace))
         lines.append(f"invariant broken ({violation.kind}): {invariant(violation.kind)}")
+        story = block_story(trace, threads, violation)
+        if story:
+            lines.append(story)
         if marked:
             lines.append("* marks the accesses to the memory the violation names; "
                          "» a switch of thread")
@@ -230,3 +233,105 @@ def _name_addresses(text: str, trace: Sequence[Event]) -> str:
             name = _object_of(name)
         return f"{m.group(0)} ({name})" if name else m.group(0)
     return _ADDR.sub(sub, text)
+
+
+# --- the block's history in words (issue 16) ----------------------------------------------------
+# The oracles record each block's history as they observe it (`ftlab/check/uaf.py` Block.history,
+# `refcount.py` GhostObject.history, the heap oracles' `history()`); the violation carries it in
+# its details. `block_story` re-reads those lines into one or two sentences: nothing is
+# recomputed from the trace but the access itself.
+
+_WHO = r"([a-z]+:\S+)"
+_ALLOC = (re.compile(rf"allocated \(([\d,]+) bytes, heap (\w+)\) by {_WHO} at step (\d+)"),
+          re.compile(rf"created as an? ([\d,]+)-byte (\w+) object at \S+ (?:\([^)]*\) )?"
+                     rf"by {_WHO} at step (\d+)"),
+          re.compile(rf"step (\d+) {_WHO}: created"))
+_DELAYED = re.compile(rf"passed to _PyMem_FreeDelayed by {_WHO} at step (\d+)")
+_FREED = (re.compile(rf"freed by {_WHO} at step (\d+)"), re.compile(rf"step (\d+) {_WHO}: freed$"))
+_OBJECT = re.compile(r"the (\w+) object at \S+ (?:\([^)]*\) )?\((\d+) bytes, owner")
+
+
+def _alloc_words(details: Sequence[str], message: str) -> tuple[str, str, str] | None:
+    """(who, as what, step) of the allocation the details record."""
+    for d in details:
+        m = _ALLOC[0].search(d)
+        if m:
+            return m.group(3), f"a {m.group(1)}-byte {m.group(2)} block", m.group(4)
+        m = _ALLOC[1].search(d)
+        if m:
+            return m.group(3), f"a {m.group(1)}-byte {m.group(2)} object", m.group(4)
+        m = _ALLOC[2].search(d)
+        if m:
+            o = _OBJECT.search(message)
+            what = f"a {o.group(2)}-byte {o.group(1)} object" if o else "an object"
+            return m.group(2), what, m.group(1)
+    return None
+
+
+def _free_words(details: Sequence[str], kind: str, alloc_who: str | None) -> str:
+    """Who freed the block, when, through which path."""
+    queued = next((m for m in map(_DELAYED.search, details) if m), None)
+    freed = None
+    for d in details:
+        m = _FREED[0].search(d)
+        if m:
+            freed = (m.group(1), m.group(2))
+        m = _FREED[1].search(d)
+        if m:
+            freed = (m.group(2), m.group(1))
+    if freed is None:
+        return "never freed" if kind == "leak" else ""
+    who, step = freed
+    if queued is not None:
+        path = (f"through the delayed-free queue (queued by {queued.group(1)} at step "
+                f"{queued.group(2)}, processed at step {step})")
+    elif alloc_who is not None and who != alloc_who:
+        path = "from another thread than its allocator (a cross-thread free)"
+    else:
+        path = "(a direct free by its allocator)"
+    return f"freed by {who} at step {step} {path}"
+
+
+def _access_words(trace: Sequence[Event], violation: Violation, threads: Sequence[str]) -> str:
+    """The access that broke the invariant: the violating thread's last event at its step, else
+    (an access stopped before the trace recorded it) the access as the violation's message says
+    it ("b:reader: atomic read of 8 bytes at 0x… , offset 48 of …")."""
+    last = None
+    for e in trace:
+        if e.step == violation.step and e.thread >= 0 and (
+                violation.thread is None or threads[e.thread] == violation.thread):
+            last = e
+    if last is not None:
+        func = getattr(last, "func", "")
+        return f"`{_words(last.what, raw=False)}`" + (f" in {func}" if func else "")
+    m = re.match(r"\S+: (.+?) at 0x[0-9a-f]+", violation.message)
+    if m is None:
+        return ""
+    off = re.search(r"offset (\d+) of", violation.message)
+    return m.group(1) + (f" at offset {off.group(1)} of it" if off else "")
+
+
+def block_story(trace: Sequence[Event], threads: Sequence[str],
+                violation: Violation | None) -> str:
+    """The violated block's history in one or two sentences, from what the oracle recorded;
+    "" when the violation carries no block history."""
+    if violation is None:
+        return ""
+    alloc = _alloc_words(violation.details, violation.message)
+    if alloc is None:
+        return ""
+    who, what, step = alloc
+    first = f"The block was allocated by {who} as {what} at step {step}"
+    freed = _free_words(violation.details, violation.kind, who)
+    first += (f", and {freed}." if freed else ".")
+    if violation.kind == "leak":
+        return (f"{first} At the end of the run (step {violation.step}) it has no reference "
+                f"left but is still allocated.")
+    access = _access_words(trace, violation, threads)
+    if violation.step < 0:
+        return first
+    by = f" {violation.thread}'s" if violation.thread else ""
+    second = (f"Then at step {violation.step},{by} {access} broke the invariant "
+              f"({violation.kind})." if access else
+              f"At step {violation.step} the invariant broke ({violation.kind}).")
+    return f"{first} {second}"
