@@ -78,7 +78,7 @@ def _timeline(v: dict) -> str:
     """Replay the stored counterexample with a trace and lay it out per thread."""
     from ftlab.config import Config
     from ftlab.explore.execute import run
-    from ftlab.report.timeline import Fold, Head, timeline_items
+    from ftlab.report.timeline import Fold, Head, block_story, timeline_items
     from ftlab.scenarios import UnknownName, get
     from ftlab.sim.schedule import ScheduleError
     from ftlab.sim.strategies import Replay
@@ -135,6 +135,9 @@ def _timeline(v: dict) -> str:
         out.append(f'<div class="violation">{_esc(result.violation)}</div>')
         out.append(f'<p class="invariant">invariant broken (<b>{_esc(result.violation.kind)}</b>): '
                    f"{_esc(invariant(result.violation.kind))}</p>")
+        story = block_story(result.trace or [], result.threads, result.violation)
+        if story:
+            out.append(f'<p class="story">{_esc(story)}</p>')
         if marked:
             out.append('<p class="meta">highlighted: the accesses to the memory the violation names</p>')
     else:
