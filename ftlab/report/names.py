@@ -49,7 +49,7 @@ _POOL_SIZE = MI_POOL_SIZE
 
 
 class _Named:
-    __slots__ = ("base", "size", "name", "owner", "freed_by")
+    __slots__ = ("base", "size", "name", "owner", "freed_by", "layout")
 
     def __init__(self, base: int, size: int, name: str, owner: str) -> None:
         self.base = base
@@ -57,6 +57,7 @@ class _Named:
         self.name = name
         self.owner = owner
         self.freed_by = ""
+        self.layout: tuple[str, str, int, int, str] | None = None  # see block_layout
 
 
 def _thread(t: Any) -> str:
@@ -118,6 +119,11 @@ class Namer(Observer):
         if rec is not None:
             rec.freed_by = _thread(t)
 
+    def block_layout(self, ptr, owner, field, header, stride, head) -> None:
+        rec, obj = self.blocks.get(ptr), self.objects.get(owner)
+        if rec is not None and obj is not None:
+            rec.layout = (obj.name, field, header, stride, head)
+
     # -- naming --
 
     @staticmethod
@@ -137,7 +143,14 @@ class Namer(Observer):
             return f"{obj.name}.{field}" if field else f"{obj.name}+{off}"
         blk = self._find(self._block_bases, self.blocks, addr)
         if blk is not None:
-            return f"{blk.name}+{addr - blk.base}"
+            off = addr - blk.base
+            if blk.layout is not None:
+                owner, field, header, stride, head = blk.layout   # `list#1.ob_item[2]`
+                if off < header:
+                    return f"{owner}.{field}.{head}" + (f"+{off}" if off else "")
+                i, rest = divmod(off - header, stride)
+                return f"{owner}.{field}[{i}]" + (f"+{rest}" if rest else "")
+            return f"{blk.name}+{off}"
         name = self._struct(addr) or self._mimalloc(addr)
         if name is not None:
             return name

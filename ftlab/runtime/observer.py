@@ -96,6 +96,13 @@ class Observer:
     def qsbr_page_linked(self, t: "ThreadState", page: Any) -> None: ...
     def qsbr_page_unlinked(self, page: Any) -> None: ...
 
+    # -- timeline names (issue 16): the heap block at `ptr` is the `field` array of the object
+    # at `owner` (a list's `_PyListArray`): items of `stride` bytes from `ptr + header`, the
+    # `header` bytes before them being the field `head`. Reported once per array, at its
+    # allocation, never per access --
+    def block_layout(self, ptr: int, owner: int, field: str, header: int, stride: int,
+                     head: str) -> None: ...
+
     # -- end of a run: every thread has finished (end-of-run oracles: leaks) --
     def run_finished(self, rt: Any) -> None: ...
 

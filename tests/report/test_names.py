@@ -166,3 +166,15 @@ def test_named_fraction_over_the_catalog(tmp_path, capsys):
         print(f"\nnamed accesses over the catalog's counterexamples: {named}/{total} "
               f"= {named / total:.4f}")
     assert total > 0 and named / total >= 0.99
+
+
+# a list's item array (issue 16): named by the list and the index, from list_allocate_array's
+# block_layout event
+LIST_RESIZE = ("list-resize", "no-free-delayed", "S1:b2a2b3ab3a3b4a3.1ic6wzh")
+
+
+def test_list_items_are_named_by_the_list_and_index():
+    text = _texts(_replay(LIST_RESIZE))
+    assert re.search(r"list#1\.ob_item\[\d+\]", text), "no list item named by its index"
+    assert "list#1.ob_item.allocated" in text
+    assert not re.search(r"block#\d+\(MEM, 1048584 B\)", text), "the item array is still a block"
