@@ -13,6 +13,17 @@ the store, the process pool).
 - the wall time of the default `ftlab explore` (quick: with --budget 100).
 
 Run: python bench/bench_explore.py   (or `ftlab bench --only explore`)
+
+Issue 13: the same code against another commit, in the same run:
+
+    python bench/bench_explore.py --against REV [--budget N] [--workers W] [--rates N]
+                                  [--no-explore] [SCENARIO ...]
+
+exports REV (`git archive`) beside the working tree and runs, alternately in each, `python -m
+ftlab explore` with a fresh --db (wall time, then the ratio working tree / REV), and a probe of
+executions per second per scenario (unmutated, default version, Random, `--rates` executions,
+the best of `--rounds` rounds). Both trees run under the same load at the same time, so the
+ratio is what to quote; say the load (printed) with it.
 """
 
 from __future__ import annotations
@@ -120,6 +131,167 @@ def run(quick: bool = False) -> list[Figure]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Issue 13: this tree against another commit, in the same run
+
+# Run in each tree (cwd first on sys.path), as a server: reads "SCENARIO N" lines, answers
+# each with the executions per second (and steps per execution) of N executions of SCENARIO,
+# unmutated, default version, Random(1). The two trees' servers are asked in turn, scenario by
+# scenario, so a change in the machine's load hits both alike.
+_RATE_PROBE = r"""
+import json, sys, time
+from ftlab.config import Config
+from ftlab.explore.execute import run
+from ftlab.scenarios import catalog
+from ftlab.sim.strategies import Random
+cat = catalog()
+print(json.dumps(list(cat)), flush=True)
+for line in sys.stdin:
+    name, n = line.split()
+    sc, n = cat[name], int(n)
+    run(sc, Config(), Random(1), execution=0)          # warm: imports, caches
+    start = time.perf_counter()
+    steps = 0
+    for i in range(n):
+        steps += run(sc, Config(), Random(1), execution=i).steps
+    elapsed = time.perf_counter() - start
+    print(json.dumps([n / elapsed, steps / n]), flush=True)
+"""
+
+
+class _Probe:
+    """The rate server of one tree."""
+
+    def __init__(self, tree: str) -> None:
+        import json
+        import subprocess
+        import sys
+
+        self.p = subprocess.Popen([sys.executable, "-c", _RATE_PROBE], cwd=tree, text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.names = json.loads(self.p.stdout.readline())
+
+    def rate(self, name: str, n: int) -> list[float]:
+        import json
+
+        self.p.stdin.write(f"{name} {n}\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise SystemExit(f"bench_explore: the rate probe died on {name}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def _export(rev: str, into: str) -> str:
+    """`git archive REV` unpacked into `into`; the commit's full hash."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=root,
+                          capture_output=True, text=True)
+    if full.returncode != 0:
+        raise SystemExit(f"bench_explore: no commit {rev!r} in {root}")
+    archive = subprocess.Popen(["git", "archive", full.stdout.strip()], cwd=root,
+                               stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", into], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise SystemExit(f"bench_explore: git archive {rev} failed")
+    return full.stdout.strip()
+
+
+def _explore_wall(tree: str, args: list[str], db: str) -> tuple[float, int, str]:
+    """Wall seconds of `python -m ftlab explore ARGS --db DB` in `tree`, its exit code and the
+    last line it printed (the summary)."""
+    import subprocess
+    import sys
+
+    start = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "ftlab", "explore", *args, "--db", db], cwd=tree,
+                       capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+    return elapsed, p.returncode, lines[-1] if lines else ""
+
+
+def against(argv: list[str] | None = None) -> int:
+    import argparse
+    import shutil
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="bench_explore.py --against")
+    ap.add_argument("--against", required=True, metavar="REV", help="the commit to compare with")
+    ap.add_argument("--budget", type=int, default=None, help="explore --budget (default: its own)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rates", type=int, default=30, metavar="N",
+                    help="executions per scenario in the rate probe (0: no probe)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternations of the two trees (the best of each is kept)")
+    ap.add_argument("--no-explore", action="store_true", help="only the rate probe")
+    ap.add_argument("scenarios", nargs="*")
+    a = ap.parse_args(argv)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tmp = tempfile.mkdtemp(prefix="bench-explore-")
+    try:
+        base = os.path.join(tmp, "base")
+        os.mkdir(base)
+        full = _export(a.against, base)
+        trees = {"base": base, "work": here}
+        print(f"base = {a.against} ({full[:10]}), work = {here}; "
+              f"load average {os.getloadavg()[0]:.2f} at start, {os.cpu_count()} cores")
+        args = [*a.scenarios, "--workers", str(a.workers)]
+        if a.budget is not None:
+            args += ["--budget", str(a.budget)]
+        walls: dict[str, float] = {}
+        rates: dict[str, dict[str, list[float]]] = {"base": {}, "work": {}}
+        if a.rates:
+            probes = {label: _Probe(tree) for label, tree in trees.items()}
+            try:
+                names = [n for n in (a.scenarios or probes["work"].names)
+                         if n in probes["base"].names]
+                for r in range(a.rounds):
+                    for name in names:
+                        for label, probe in probes.items():
+                            rate, steps = probe.rate(name, a.rates)
+                            old = rates[label].get(name)
+                            if old is None or rate > old[0]:
+                                rates[label][name] = [rate, steps]
+            finally:
+                for probe in probes.values():
+                    probe.close()
+        for r in range(a.rounds):
+            for label, tree in trees.items():
+                if not a.no_explore:
+                    db = os.path.join(tmp, f"{label}-{r}.db")
+                    wall, code, last = _explore_wall(tree, args, db)
+                    walls[label] = min(wall, walls.get(label, wall))
+                    print(f"  round {r + 1} {label}: explore {wall:7.1f} s, exit {code}: {last}",
+                          flush=True)
+        if rates["work"]:
+            print(f"\n{'scenario':28} {'base exec/s':>11} {'work exec/s':>11} {'speed-up':>8} "
+                  f"{'steps/exec':>10}")
+            for name, (w, steps) in rates["work"].items():
+                b, bsteps = rates["base"].get(name, [0.0, 0.0])
+                # different steps per execution: the scenario itself changed, not only its cost
+                note = "" if round(bsteps) == round(steps) else f"  (base: {bsteps:.0f} steps)"
+                print(f"{name:28} {b:11.1f} {w:11.1f} {w / b if b else float('inf'):7.2f}x "
+                      f"{steps:10.0f}{note}")
+        if walls:
+            print(f"\nftlab explore {' '.join(args)}: base {walls['base']:.1f} s, work "
+                  f"{walls['work']:.1f} s, work/base = {walls['work'] / walls['base']:.2f} "
+                  f"(load average {os.getloadavg()[0]:.2f} at the end)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 if __name__ == "__main__":
+    import sys
+
+    if any(arg == "--against" or arg.startswith("--against=") for arg in sys.argv[1:]):
+        raise SystemExit(against(sys.argv[1:]))
     for f in run(quick=False):
         print(f.row())

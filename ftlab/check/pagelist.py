@@ -87,13 +87,14 @@ class PageListOracle(Observer):
 
     def sweep(self, t: Any) -> None:
         """The pages of `t`'s heaps against the ghost lists."""
+        on_list = self.on_list
         for heap in t.mimalloc.heaps:
             if heap is None or heap.deleted:
                 continue
             for b, pq in enumerate(heap.pages):
                 page = pq.first
                 while page is not None:
-                    listed = self.on_list.get(page)
+                    listed = on_list.get(page)
                     if listed is not None and self.main and b == MI_BIN_FULL:
                         self._fail(f"page {page!r} waits for QSBR in the full queue, where "
                                    "allocation never finds it (stranded, gh-145615)")

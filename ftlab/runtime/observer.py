@@ -9,6 +9,7 @@ no-op defaults, next to the others of its source file.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -113,15 +114,25 @@ class Observers(Observer):
 
     def __init__(self, observers: list[Observer]) -> None:
         self.observers: list[Observer] = []
+        # event -> the bound methods of the observers that override it, in order added
+        self._methods: dict[str, list[Any]] = {}
         for o in observers:
             self.add(o)
 
     def add(self, observer: Observer) -> None:
+        # Only the events this observer overrides change (an execution installs a dozen
+        # oracles, so rebuilding every event for each one was a tenth of a short run: issue 13).
         self.observers.append(observer)
-        for name in _EVENTS:
-            methods = tuple(getattr(o, name) for o in self.observers
-                            if getattr(type(o), name) is not getattr(Observer, name))
-            setattr(self, name, _fan_out(methods))
+        for name in _overridden(type(observer)):
+            methods = self._methods.setdefault(name, [])
+            methods.append(getattr(observer, name))
+            setattr(self, name, _fan_out(tuple(methods)))
+
+
+@functools.cache
+def _overridden(cls: type) -> tuple[str, ...]:
+    """The events `cls` overrides (a pure function of the class, so memoised)."""
+    return tuple(n for n in _EVENTS if getattr(cls, n) is not getattr(Observer, n))
 
 
 def _fan_out(methods):

@@ -105,6 +105,13 @@ async def _reader(t) -> None:
     await t.periodic_check()
 
 
+async def _drop_slots(t) -> None:
+    """The writer's last act: the slots' block and object, freed and released."""
+    s = t.shared
+    await t.free(await t.mem.exchange(s.raw_slot, 0, 8, SEQ_CST))
+    await t.decref(await t.mem.exchange(s.obj_slot, 0, 8, SEQ_CST))
+
+
 async def _writer(t) -> None:
     s = t.shared
     r = await t.malloc(RAW_SIZE)
@@ -146,12 +153,7 @@ async def _writer(t) -> None:
     await t.join(reader)
     await t.free(y)
     await t.decref(z)
-    for slot in (s.raw_slot, s.obj_slot):
-        p = await t.mem.exchange(slot, 0, 8, SEQ_CST)
-        if slot == s.raw_slot:
-            await t.free(p)
-        else:
-            await t.decref(p)
+    await _drop_slots(t)
 
 
 async def _del_frees_and_collects(t, op: int) -> None:
@@ -200,12 +202,7 @@ async def _writer_reentrant(t) -> None:
     big = await t.malloc(RAW_SIZE)          # ... or, if the reader had not passed a quiescent
     await t.free_delayed(big, RAW_SIZE)     # state yet, this one (should_process again, and
     await t.periodic_check()                # token2's merge request sets the eval breaker)
-    for slot in (s.raw_slot, s.obj_slot):
-        p = await t.mem.exchange(slot, 0, 8, SEQ_CST)
-        if slot == s.raw_slot:
-            await t.free(p)
-        else:
-            await t.decref(p)
+    await _drop_slots(t)
 
 
 SCENARIOS = [

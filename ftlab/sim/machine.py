@@ -211,10 +211,17 @@ class Machine:
         t = VThread(self, len(self.threads), name or f"T{len(self.threads)}")
         self.threads.append(t)
         if self.race is not None:
+            if self.race.solo is not None and parent is not self.race.solo and not after_all:
+                raise RuntimeError(f"{t.label} started by set-up code while {self.race.solo.label} "
+                                   "runs alone after every other thread: the race detector kept "
+                                   "no record of that thread's accesses to order it with")
             self.race.on_spawn(parent, t)
+            self.race.solo = None
             if after_all:
                 for u in self.threads[:-1]:
                     self.race.acquire(t, u.vc)
+                if all(u.state == DONE for u in self.threads[:-1]):
+                    self.race.solo = t      # after everything, alone (RaceDetector.solo)
         if self.c11 is not None:
             self.c11.on_spawn(parent, t, after_all)
         t.coro = start(t)
@@ -317,6 +324,32 @@ class Machine:
             return False
         return True
 
+    def _run_solo(self, t: VThread) -> bool:
+        """The run loop's steps while `t`, which ran the step before, is the only runnable
+        thread: no decision, no preemption, no switch, so each step is the step count and the
+        resumption alone. Returns when another thread becomes runnable, `t` blocks or ends, or
+        one step short of the bound (the run loop then takes the livelock step); False when
+        the run must stop (a violation)."""
+        runnable = self.runnable
+        send = t.coro.send
+        steps = self.steps
+        max_steps = self.max_steps
+        while steps < max_steps:
+            steps += 1
+            self.steps = steps
+            try:
+                send(None)
+            except StopIteration as stop:
+                self._exit(t, stop.value)
+                return True
+            except BaseException as e:
+                if not self._resume_failed(t, e):
+                    raise
+                return False
+            if len(runnable) != 1 or runnable[0] is not t:
+                return True
+        return True
+
     def fail(self, v: Violation) -> None:
         if self.violation is None:
             self.violation = v
@@ -342,6 +375,12 @@ class Machine:
             n = len(runnable)
             if n == 1:
                 t = runnable[0]
+                if t is prev and after_step is None and steps < max_steps:
+                    # Nothing to choose: run to the next decision (issue 13).
+                    if not self._run_solo(t):
+                        break
+                    steps = self.steps
+                    continue
             else:
                 t = runnable[int(uniform() * n)] if uniform is not None else choose(runnable, prev)
                 choices.append(t.index)
@@ -365,8 +404,13 @@ class Machine:
                 if not self._resume_failed(t, e):
                     raise
                 break
-            if after_step is not None and not self._check_step(t):
-                break
+            if after_step is not None:
+                # _check_step inlined: it runs after every step of every execution
+                try:
+                    after_step(t)
+                except ViolationError as e:
+                    self.fail(Violation(e.kind, e.message, self.steps, t.label, e.details))
+                    break
             prev = t
         else:
             stuck = [u for u in self.threads if u.state != DONE]

@@ -70,7 +70,7 @@ PAGE_SHIFT = 12
 
 class RaceDetector:
     __slots__ = ("machine", "locations", "_writes", "_reads", "_ranges", "_paged", "_sync",
-                 "checks")
+                 "checks", "solo")
 
     def __init__(self, locations: bool = False) -> None:
         self.machine: Machine | None = None
@@ -87,6 +87,11 @@ class RaceDetector:
         # addr -> (publisher, clock) of the release sequence on that atomic location
         self._sync: dict[int, tuple[int, list[int]]] = {}
         self.checks = 0
+        # issue 13: the thread that happens after every access recorded so far and runs alone
+        # (the finalizing thread, started after all the others ended), or None. Its accesses
+        # can race with nothing recorded, and every later thread is started by it (so happens
+        # after them): they need neither a check nor a record. Machine.spawn sets and clears it.
+        self.solo: VThread | None = None
 
     # -----------------------------------------------------------------------------------------
     # Happens-before edges
@@ -147,14 +152,24 @@ class RaceDetector:
         return (path, f.f_lineno, f.f_code.co_name)
 
     def plain(self, addr: int, width: int, is_write: bool) -> None:
-        """The AddressSpace hook for plain loads and stores, and for byte ranges."""
-        self.access(addr, width, is_write, False)
+        """The AddressSpace hook for plain loads and stores, and for byte ranges: `access`
+        with atomic=False, its one-word case called directly (issue 13: this runs for every
+        plain access of every execution)."""
+        off = addr & 7
+        if off + width > 8 or self.locations:
+            self.access(addr, width, is_write, False)
+            return
+        t = self.machine.current
+        if t is None or t is self.solo:
+            return
+        self.checks += 1
+        self._word(t, addr - off, ((1 << width) - 1) << off, addr, width, is_write, False, None)
 
     def access(self, addr: int, width: int, is_write: bool, atomic: bool) -> None:
         m = self.machine
         t = m.current
-        if t is None:
-            return  # set-up code, before any thread: ordered before everything
+        if t is None or t is self.solo:
+            return  # set-up code, before any thread, or `solo`: ordered with everything
         self.checks += 1
         loc = self._where() if self.locations else None
         off = addr & 7

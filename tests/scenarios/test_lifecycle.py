@@ -114,3 +114,18 @@ def test_zapthreads_frees_only_the_thread_states_still_linked():
 
 async def _never_run(t) -> None:
     await t.yield_now()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("version", ["3.13.0", "3.14", "main"])
+def test_shutdown_del_thread_clean_under_10000_random_and_pct_schedules_and_dfs(version):
+    sc = get("shutdown-del-thread")
+    config = Config(version=version)
+    for strategy in (Random(101), PCT(101, 1, sc.pct_steps), PCT(102, 2, sc.pct_steps),
+                     PCT(103, 3, sc.pct_steps), DFS(sc.dfs_bound)):
+        n = 0
+        while n < 2500 and (chooser := strategy.execution(n)) is not None:
+            r = execute(sc, config, chooser)
+            assert r.ok, f"{strategy.describe()} execution {n}: {r.violation} [{r.schedule}]"
+            n += 1
