@@ -134,8 +134,13 @@ class Namer(Observer):
         rec = table[bases[i]]
         return rec if rec.base - before <= addr < rec.base + rec.size else None
 
-    def name(self, addr: int, final: bool = False) -> str | None:
-        """The name of `addr` now; `final` (the end-of-run pass) also names OS regions."""
+    def name(self, addr: int, final: bool = False, pointer: bool = False) -> str | None:
+        """The name of `addr` now; `final` (the end-of-run pass) also names OS regions.
+        `pointer` (a call's result): the start of an object or a block names the whole of it."""
+        if pointer:
+            rec = self.objects.get(addr) or self.blocks.get(addr)
+            if rec is not None:
+                return rec.name
         obj = self._find(self._object_bases, self.objects, addr, 16)
         if obj is not None:
             off = addr - obj.base
@@ -252,10 +257,12 @@ class Namer(Observer):
         for e in trace:
             if UNNAMED in e.what:
                 e.what = _UNNAMED_RE.sub(self._rename, e.what)
+            if UNNAMED in e.result:
+                e.result = _UNNAMED_RE.sub(lambda m: self._rename(m, True), e.result)
 
-    def _rename(self, m: "re.Match[str]") -> str:
+    def _rename(self, m: "re.Match[str]", pointer: bool = False) -> str:
         addr = int(m.group(1), 16)
-        name = self.name(addr, True)
+        name = self.name(addr, True, pointer)
         return f"{name} [{addr:#x}]" if name else f"[{addr:#x}]"
 
     def history_of(self, name: str) -> list[str]:

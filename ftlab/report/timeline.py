@@ -36,6 +36,7 @@ class TimelineRow:
     mark: bool        # touches memory the violation names
     func: str = ""    # the modelled C function
     switch: bool = False   # another thread ran the event before
+    call: int = 0     # which call of `func` (0: grouped by the function's name alone)
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,15 @@ class Fold:
 
 @dataclass(frozen=True)
 class Head:
-    """The start of a call: the next rows of `thread` are in `func`."""
+    """The start of a call: the next rows of `thread` are in `func`, which returned `result`
+    ("" for a void call, one that has not returned, or a result with no C value)."""
     thread: int
     func: str
+    result: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"▸ {self.func}" + (f" -> {self.result}" if self.result else "")
 
 
 def conflict_words(violation: Violation | None) -> set[int]:
@@ -91,7 +98,8 @@ def timeline_rows(trace: Sequence[Event], violation: Violation | None = None,
         if not mark and things:
             mark = any(_object_of(n) in things for n, _ in _NAMED.findall(e.what))
         rows.append(TimelineRow(e.step, e.thread, _words(e.what, raw), mark,
-                                getattr(e, "func", ""), last is not None and last != e.thread))
+                                getattr(e, "func", ""), last is not None and last != e.thread,
+                                getattr(e, "call", 0)))
         last = e.thread
     return rows
 
@@ -136,6 +144,11 @@ def _fold_text(rows: Sequence[TimelineRow], threads: Sequence[str], things: Sequ
     return text
 
 
+def call_results(trace: Sequence[Event], raw: bool = False) -> dict[int, str]:
+    """What each traced call returned, in words, by call number (Event.call)."""
+    return {e.call: _words(e.result, raw) for e in trace if getattr(e, "result", "") and e.call}
+
+
 def timeline_items(trace: Sequence[Event], threads: Sequence[str],
                    violation: Violation | None = None, *, full: bool = False,
                    raw: bool = False) -> list[TimelineRow | Fold | Head]:
@@ -143,8 +156,9 @@ def timeline_items(trace: Sequence[Event], threads: Sequence[str],
     runs of more than FOLD_MIN unmarked rows folded."""
     rows = timeline_rows(trace, violation, raw)
     things = violation_things(trace, violation)
+    results = call_results(trace, raw)
     items: list[TimelineRow | Fold | Head] = []
-    current: dict[int, str] = {}
+    current: dict[int, tuple[str, int]] = {}
     run: list[TimelineRow] = []
 
     def flush() -> None:
@@ -157,9 +171,9 @@ def timeline_items(trace: Sequence[Event], threads: Sequence[str],
         run.clear()
 
     def emit(r: TimelineRow) -> None:
-        if r.func and current.get(r.thread) != r.func:
-            items.append(Head(r.thread, r.func))
-        current[r.thread] = r.func
+        if r.func and current.get(r.thread) != (r.func, r.call):
+            items.append(Head(r.thread, r.func, results.get(r.call, "") if r.call else ""))
+        current[r.thread] = (r.func, r.call)
         items.append(r)
 
     tail = len(rows) - FOLD_MIN         # the last rows lead to the violation: never folded
@@ -195,7 +209,7 @@ def format_timeline(trace: Sequence[Event], threads: Sequence[str],
         if isinstance(it, Fold):
             lines.append(f"{it.rows[0].step:>4}    {it.text}")
         elif isinstance(it, Head):
-            lines.append(line("", "", it.thread, f"▸ {it.func}"))
+            lines.append(line("", "", it.thread, it.text))
         else:
             marked = marked or it.mark
             flag = ("*" if it.mark else "") + ("»" if it.switch else "")

@@ -178,3 +178,27 @@ def test_list_items_are_named_by_the_list_and_index():
     assert re.search(r"list#1\.ob_item\[\d+\]", text), "no list item named by its index"
     assert "list#1.ob_item.allocated" in text
     assert not re.search(r"block#\d+\(MEM, 1048584 B\)", text), "the item array is still a block"
+
+
+# a call's result on its group line (issue 16): `▸ _Py_qsbr_reserve -> 6`, a pointer by its name
+def test_group_lines_show_the_calls_result(tryincref):
+    full = format_timeline(tryincref.trace, tryincref.threads, tryincref.violation, full=True,
+                           width=70)
+    assert re.search(r"▸ _Py_qsbr_reserve -> \d+\n", full)
+    assert "▸ _Py_qsbr_shared_current -> 1\n" in full
+    assert "▸ _Py_SetImmortal -> PyType(OldItem)\n" in full       # a pointer, by what it starts
+    assert "▸ Py_DECREF\n" in full                                  # void: no result
+    # the last call never returned (the violation stopped it): no result
+    assert full.count("▸ _Py_TryIncRefShared\n") == 1
+    raw = format_timeline(tryincref.trace, tryincref.threads, tryincref.violation, full=True,
+                          width=70, raw=True)
+    assert re.search(r"▸ _Py_SetImmortal -> PyType\(OldItem\) \[0x[0-9a-f]+\]", raw)
+
+
+def test_two_calls_of_one_function_are_two_groups():
+    from ftlab.sim.machine import Event
+    a = Event(1, 0, "load x [0x10000] -> 0x0 (rlx)", "f", 1)
+    b = Event(2, 0, "load x [0x10000] -> 0x1 (rlx)", "f", 2)
+    a.result, b.result = "0", "1"
+    heads = [it.text for it in timeline_items([a, b], ["a:t"], full=True) if isinstance(it, Head)]
+    assert heads == ["▸ f -> 0", "▸ f -> 1"]
