@@ -23,7 +23,8 @@ from ftlab.sim.schedule import thread_letter
 from ftlab.sim.violation import Violation
 
 _ADDR = re.compile(r"0x[0-9a-fA-F]{4,}")
-_NAMED = re.compile(r"(\S+) \[(0x[0-9a-fA-F]+)\]")       # "name [0xaddr]" from the trace
+# "name [0xaddr]" from the trace; a name may hold spaces in parentheses: `heap(a, OBJECT).x`
+_NAMED = re.compile(r"((?:[^\s(\[]|\([^)]*\))+) \[(0x[0-9a-fA-F]+)\]")
 _BARE = re.compile(r"\[(0x[0-9a-fA-F]+)\]")
 FOLD_MIN = 3                                             # shorter runs stay as they are
 
@@ -67,14 +68,30 @@ def conflict_words(violation: Violation | None) -> set[int]:
     return {int(a, 16) >> 3 for a in _ADDR.findall(text)}
 
 
+_OP_OR_WIDTH = re.compile(r"^[a-z_-]*$|^\d+$")       # `load [0x…]`: a bare address, no name
+
+
 def _words(text: str, raw: bool) -> str:
-    """An event in words: `name [addr]` becomes `name` (both with `raw`)."""
-    return text if raw else _NAMED.sub(r"\1", text)
+    """An event in words: `name [addr]` becomes `name` (both with `raw`); a bare address
+    stays."""
+    if raw:
+        return text
+    return _NAMED.sub(lambda m: m.group(0) if _OP_OR_WIDTH.match(m.group(1)) else m.group(1),
+                      text)
+
+
+# a field whose target is a block of its own (names.py `block_layout`): `dict#1.ma_keys.dk_usable`
+# is in the keys object `dict#1.ma_keys`, not in the dict (a tuple's `ob_item` is inline)
+_THING = re.compile(r"([^.+\[]+)(\.(?:ma_keys|ob_item|mem_free_queue)(?:#\d+)?(?=[.\[]))?")
 
 
 def _object_of(name: str) -> str:
-    """`OldItem#1.ob_ref_shared` -> `OldItem#1`: the named thing, without field or offset."""
-    return re.split(r"[.+]", name, maxsplit=1)[0]
+    """`OldItem#1.ob_ref_shared` -> `OldItem#1`, `dict#1.ma_keys.dk_usable` ->
+    `dict#1.ma_keys`: the named thing, without field or offset."""
+    m = _THING.match(name)
+    if m is None:
+        return name
+    return m.group(0) if m.group(2) and not m.group(1).startswith("tuple#") else m.group(1)
 
 
 def _about(a: int, words: set[int]) -> bool:

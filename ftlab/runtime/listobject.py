@@ -72,6 +72,7 @@ OB_ITEM = SIZEOF_PYOBJECT + 8
 ALLOCATED = SIZEOF_PYOBJECT + 16
 SIZEOF_LIST = SIZEOF_PYOBJECT + 24      # sizeof(PyListObject)
 ARRAY_ITEMS = 8                         # offsetof(_PyListArray, ob_item)
+_ARRAY_LAYOUT = ((0, "allocated", 0, {}), (ARRAY_ITEMS, "", 8, {}))   # Observer.block_layout
 
 
 def new_allocated(newsize: int, oldsize: int) -> int:
@@ -131,7 +132,7 @@ async def list_allocate_array(t: "ThreadState", capacity: int, zeroed: bool = Tr
     writes every item itself; returns `ob_item`. `owner`: the list it is for (timeline names)."""
     array = await t.malloc(ARRAY_ITEMS + 8 * capacity)
     if owner:
-        t.rt.observer.block_layout(array, owner, "ob_item", ARRAY_ITEMS, 8, "allocated")
+        t.rt.observer.block_layout(array, owner, "ob_item", _ARRAY_LAYOUT)
     t.mem.store_u64(array, capacity, Tag.PAYLOAD)
     if zeroed:
         t.mem.fill(array + ARRAY_ITEMS, 8 * capacity, 0, Tag.PAYLOAD)

@@ -97,12 +97,13 @@ class Observer:
     def qsbr_page_linked(self, t: "ThreadState", page: Any) -> None: ...
     def qsbr_page_unlinked(self, page: Any) -> None: ...
 
-    # -- timeline names (issue 16): the heap block at `ptr` is the `field` array of the object
-    # at `owner` (a list's `_PyListArray`): items of `stride` bytes from `ptr + header`, the
-    # `header` bytes before them being the field `head`. Reported once per array, at its
-    # allocation, never per access --
-    def block_layout(self, ptr: int, owner: int, field: str, header: int, stride: int,
-                     head: str) -> None: ...
+    # -- timeline names (issue 16): the heap block at `ptr` is what the field `field` of the
+    # object at `owner` points to (a list's `_PyListArray`, a dict's `PyDictKeysObject`), laid
+    # out as `layout`: (offset, name, stride, item fields) from the lowest offset, each up to
+    # the next; a stride > 0 makes it an array of such items ("" names the block's own items:
+    # `list#1.ob_item[2]`). Reported once per block, at its allocation, never per access --
+    def block_layout(self, ptr: int, owner: int, field: str,
+                     layout: tuple[tuple[int, str, int, dict[int, str]], ...]) -> None: ...
 
     # -- end of a run: every thread has finished (end-of-run oracles: leaks) --
     def run_finished(self, rt: Any) -> None: ...
