@@ -2,9 +2,13 @@
 
 A `Namer` is an `Observer` installed only on traced runs (replays of counterexamples): it
 learns the layout from the runtime's own events (`object_created`, `block_allocated`,
-`block_freed`) and names an address as a field of a modelled object (`obj#3.ob_ref_shared`,
-`list#1.+40`), else as a block and offset with the block's size (`block#7(64 B)+8`), else as
-an offset in an OS region (`region#2(0x400000B)+0x1040`). Numbering follows allocation order, so
+`block_freed`, `block_layout`) and names an address as a field of a modelled object
+(`obj#3.ob_ref_shared`, `list#1.ob_item`, `tuple#2.ob_item[1]`), as a field of the block an
+object's field points to (`list#1.ob_item[2]`, `dict#1.ma_keys.dk_entries[3].me_value`; the n-th
+such block of one owner is `dict#1.ma_keys#n`), as a field of a runtime struct or a mimalloc
+record, else as a block and offset with the block's kind and size (`block#7(MEM, 64 B)+8`), else
+as an offset in an OS region (`region#2(0x400000B)+0x1040`). An object's header writes before
+`object_created` are renamed by the object when it is reported. Numbering follows allocation order, so
 names are deterministic. Exploration never installs it: naming costs nothing on the hot path.
 """
 

@@ -1,8 +1,9 @@
 """A failing run as a timeline: one column per thread, one row per event, the violation last.
 
 Each access is named by what it touches (`OldItem#1.ob_ref_shared`, `qsbr.slot[6].seq`; see
-`ftlab/report/names.py`), and consecutive events of one thread in one modelled C function are
-grouped under a `▸ function` row. The events that touch the memory the violation names (the
+`ftlab/report/names.py`), and consecutive events of one call of a modelled C function are
+grouped under a `▸ function -> result` row (the result when the call returned one; traced runs
+record it, `Machine.results_hook`). The events that touch the memory the violation names (the
 conflicting accesses: both sides of a data race, the free and the use of a use-after-free, and
 every access to the objects the violation is about) are marked with `*`; a thread switch is
 marked with `»`. Every other run of more than `FOLD_MIN` events folds into one line with a

@@ -98,7 +98,7 @@ def _c_function(cache: dict[types.CodeType, str]) -> tuple[str, types.FrameType 
     return first, None
 
 
-_RETURN_VALUE = dis.opmap["RETURN_VALUE"]
+_RETURNS = frozenset(dis.opmap[op] for op in ("RETURN_VALUE", "RETURN_CONST") if op in dis.opmap)
 _YIELD_VALUE = dis.opmap["YIELD_VALUE"]
 
 
@@ -297,7 +297,9 @@ class Machine:
     # A profile hook, installed only around a traced run (`results_hook`), sees each frame
     # return; a frame that holds steps of the trace (`_calls`) leaves its return value, in
     # words, on its last step. A coroutine frame also "returns" when it suspends at an `await`:
-    # only a RETURN_VALUE is the call's end.
+    # only a RETURN_VALUE is the call's end. Untraced runs never install it; a traced replay
+    # costs some 15% more with it (sys.setprofile: a profiler of the caller is set aside
+    # for the run and restored after, `ftlab/explore/execute.py`).
 
     def results_hook(self, frame: types.FrameType, event: str, arg: Any) -> None:
         if event != "return":
@@ -309,7 +311,7 @@ class Machine:
         if op == _YIELD_VALUE:
             return                                  # suspended, not returned
         del self._calls[frame]
-        if op == _RETURN_VALUE and c[1] is not None:
+        if op in _RETURNS and c[1] is not None:     # else it raised: no result
             c[1].result = self.result_words(arg)
 
     def result_words(self, value: Any) -> str:

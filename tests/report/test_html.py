@@ -105,3 +105,5 @@ def test_timeline_html_shows_the_block_story_beside_the_invariant():
     text = _timeline({"schedule": r.schedule, "scenario": "tryincref-zero",
                       "version": config.version, "mutations": ["tryincref-accepts-zero"]})
     assert '<p class="story">The block was allocated by a:owner as a 48-byte OldItem object' in text
+    # the calls' results on the group lines, also inside the folded runs (issue 16)
+    assert "<b>▸ _Py_qsbr_shared_current -&gt; 1</b>" in text
