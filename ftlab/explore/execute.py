@@ -7,6 +7,7 @@ replayed once with locations on, so the report names both accesses' lines.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,18 +43,8 @@ class RunResult:
         return self.violations[0] if self.violations else None
 
 
-def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
-            race_locations: bool = False) -> RunResult:
-    if scenario.config:
-        config = replace(config, **scenario.config)     # what the scenario needs (debug hooks)
-    rt = Runtime(config, race_locations=race_locations)
-    ftlab.check.install(rt)                             # checked-mode oracles
-    if config.trace:                                    # counterexamples in words (issue 16)
-        from ftlab.report.names import Namer
-
-        namer = Namer(rt)
-        rt.add_observer(namer)
-        rt.machine.namer = namer.name
+def _execute(scenario: Scenario, rt: Runtime, chooser: Chooser) -> None:
+    """Set up, run the threads, finalize and check at the end: the run proper."""
     m = rt.machine
     if scenario.setup is not None:
         scenario.setup(rt)
@@ -72,6 +63,30 @@ def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
                 scenario.check(rt)
         except ViolationError as e:
             m.fail(Violation(e.kind, e.message, m.steps, None, e.details))
+
+
+def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
+            race_locations: bool = False) -> RunResult:
+    if scenario.config:
+        config = replace(config, **scenario.config)     # what the scenario needs (debug hooks)
+    rt = Runtime(config, race_locations=race_locations)
+    ftlab.check.install(rt)                             # checked-mode oracles
+    if config.trace:                                    # counterexamples in words (issue 16)
+        from ftlab.report.names import Namer
+
+        namer = Namer(rt)
+        rt.add_observer(namer)
+        rt.machine.namer = namer.name
+    m = rt.machine
+    if config.trace:                                    # the calls' results (Machine.results_hook)
+        profile = sys.getprofile()
+        sys.setprofile(m.results_hook)
+        try:
+            _execute(scenario, rt, chooser)
+        finally:
+            sys.setprofile(profile)
+    else:
+        _execute(scenario, rt, chooser)
     if config.trace and m.trace is not None:
         namer.rename_trace(m.trace)
     stats: dict[str, Any] = {"switches": m.switches, **rt.stats}

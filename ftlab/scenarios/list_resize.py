@@ -89,7 +89,7 @@ def _setup(rt) -> None:
 async def list_repeat_none(t, n: int) -> int:
     """`[None] * n` (`list_repeat`): a list whose array holds exactly `n` items, full."""
     lst = await list_new(t)
-    items = await list_allocate_array(t, n, zeroed=False)
+    items = await list_allocate_array(t, n, zeroed=False, owner=lst)
     mem = t.mem
     mem.write_bytes(items, struct.pack("<Q", t.shared.none) * n, Tag.PAYLOAD)
     mem.store_u64(lst + OB_ITEM, items, Tag.PAYLOAD)
