@@ -65,7 +65,17 @@ def _config(args, scenario=None) -> Config:
     if scenario is not None:
         version = _scenario_version(scenario, version)
     return Config(mutations=frozenset(args.mutate or ()), version=version or "3.14",
-                  memory_model=getattr(args, "memory_model", "sc"))
+                  memory_model=_memory_model(scenario, getattr(args, "memory_model", None)))
+
+
+def _memory_model(scenario, asked: str | None) -> str:
+    """`--memory-model` of run/replay: by default the scenario's own (a c11 row sets it in its
+    config), else sc; another model than the one a scenario sets is bad input (the scenario's
+    config would override it silently)."""
+    own = scenario.config.get("memory_model") if scenario is not None else None
+    if asked is not None and own is not None and asked != own:
+        raise BadInput(f"{scenario.name} runs only under the {own} memory model, not {asked}")
+    return asked or own or "sc"
 
 
 def _scenario_version(scenario, asked: str | None) -> str:
@@ -102,6 +112,8 @@ def _print_result(result, show_trace: bool, args=None) -> None:
         print(result.violation)
     if result.violations:
         flags = "".join(f" --mutate {m}" for m in sorted(result.config.mutations))
+        if result.config.memory_model != "sc":   # c11 memory model: replay it in that model
+            flags += f" --memory-model {result.config.memory_model}"
         print(f"\nreplay: ftlab replay {result.scenario} {result.schedule}{flags}")
     else:
         print("no violation")
@@ -170,14 +182,13 @@ def cmd_replay(args) -> int:
         vid = _violation_id(args.target)
         if vid is None:
             raise BadInput(f"expected a stored violation id or SCENARIO SCHEDULE, not {args.target!r}")
-        for flag, given in (("--mutate", args.mutate), ("--version", args.version)):
+        for flag, given in (("--mutate", args.mutate), ("--version", args.version),
+                            ("--memory-model", args.memory_model)):
             if given:
                 raise BadInput(f"{flag} goes with SCENARIO SCHEDULE; a stored violation has its own")
         v = _stored_violation(args.db, vid)
-        import json
-
         scenario = get(v["scenario"])
-        config = Config(version=v["version"], mutations=frozenset(json.loads(v["mutations"])))
+        config = _stored_config(v, scenario)
         use_shrunk = bool(v["shrunk_schedule"]) and not args.original
         schedule = v["shrunk_schedule"] if use_shrunk else v["schedule"]
         if not schedule:
@@ -198,6 +209,16 @@ def cmd_replay(args) -> int:
         result = run(scenario, config, Replay(args.schedule), trace=True)
     _print_result(result, args.trace, args)
     return 1 if result.violations else 0
+
+
+def _stored_config(v, scenario) -> Config:
+    """The config a stored violation ran under: its version and mutations, and the memory
+    model of its row (c11 rows are scenarios whose config sets it, ftlab/sim/c11.py): a c11
+    counterexample replayed or shrunk under SC would read only the newest stores."""
+    import json
+
+    return Config(version=v["version"], mutations=frozenset(json.loads(v["mutations"])),
+                  memory_model=scenario.config.get("memory_model", "sc"))
 
 
 def _open_store(path: str, create: bool, write: bool = False):
@@ -316,7 +337,7 @@ def cmd_shrink(args) -> int:
         if not v["schedule"]:
             raise BadInput(f"violation #{vid} has no schedule (it happened outside the threads)")
         scenario = get(v["scenario"])
-        config = Config(version=v["version"], mutations=frozenset(json.loads(v["mutations"])))
+        config = _stored_config(v, scenario)
         r = shrink(scenario, config, v["schedule"], v["kind"], max_runs=args.max_runs)
         if not r.verified:
             print(f"violation #{vid}: {r.note}")
@@ -518,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--full", action="store_true", help="show the folded runs of the timeline")
     s.add_argument("--raw", action="store_true", help="show the addresses beside the names")
     # c11 memory model (ftlab/sim/c11.py)
-    s.add_argument("--memory-model", choices=("sc", "c11"), default="sc")
+    s.add_argument("--memory-model", choices=("sc", "c11"), default=None)
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("replay", help="replay a stored violation (ID) or a schedule string (SCENARIO SCHEDULE)")
@@ -533,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--full", action="store_true", help="show the folded runs of the timeline")
     s.add_argument("--raw", action="store_true", help="show the addresses beside the names")
     # c11 memory model (ftlab/sim/c11.py)
-    s.add_argument("--memory-model", choices=("sc", "c11"), default="sc")
+    s.add_argument("--memory-model", choices=("sc", "c11"), default=None)
     s.add_argument("--db", default=str(DEFAULT_DB))
     s.set_defaults(fn=cmd_replay)
 

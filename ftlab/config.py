@@ -111,6 +111,22 @@ MUTATIONS: dict[str, str] = {
                             "is safe without looking at its QSBR goal",
     "merge-keeps-tid": "_Py_MergeZeroLocalRefcount does not clear ob_tid: the merged object "
                        "still looks owned, so the owner's try-incref takes a local reference",
+    # issue 11: thread start racing finalization (ftlab/runtime/pystate.py finalize_ex)
+    "finalization-frees-daemon-tstate": "_PyThreadState_DeleteList frees the daemon threads' "
+                                        "thread states at shutdown (3.13's free_threadstate, "
+                                        "not 3.14's decref): a thread that passed "
+                                        "_PyThreadState_MustExit before the flag was set "
+                                        "attaches on freed memory",
+    "finalization-restarts-daemons": "Py_FinalizeEx starts the world again before "
+                                     "_PyThreadState_RemoveExcept: the daemon threads are "
+                                     "unparked and attach after the finalizing flags are set",
+    # c11 memory model, QSBR (ftlab/runtime/qsbr.py; scenario list-attach-c11)
+    "qsbr-attach-release": "_Py_qsbr_attach publishes the thread's sequence with a release "
+                           "store, not seq_cst: a scan may still read OFFLINE after the thread "
+                           "loaded a pointer, and free what it reads",
+    "qsbr-scan-no-fence": "qsbr_poll_scan has no seq_cst fence before its loads: it may read "
+                          "OFFLINE for a thread whose attach comes later and yet loads a "
+                          "pointer older than the unlink",
 }
 
 

@@ -41,3 +41,6 @@ def install(rt: "Runtime") -> None:
     # QSBR page lists (page-list)
     from ftlab.check import pagelist
     pagelist.install(rt)
+    # thread lifecycle at finalization (lifecycle, issue 11)
+    from ftlab.check import lifecycle
+    lifecycle.install(rt)

@@ -44,7 +44,7 @@ _LOCAL_REF_PATHS = frozenset({"incref", "decref", "try-incref (owner)"})
 
 class GhostObject:
     __slots__ = ("op", "size", "type_name", "immortal", "owner", "owner_tid", "count",
-                 "queued", "state", "dealloc_by", "merging", "merged", "history")
+                 "queued", "state", "dealloc_by", "merging", "merged", "history", "created")
 
     def __init__(self, op: int, size: int, type_name: str, immortal: bool, owner: str,
                  owner_tid: int) -> None:
@@ -61,6 +61,7 @@ class GhostObject:
         self.merging = 0         # merges in progress
         self.merged = False      # MERGED seen
         self.history: deque[str] = deque(maxlen=8)
+        self.created = ""        # the creation note, kept when the history window moves on
 
     def describe(self) -> str:
         return f"{self.type_name} object at {self.op:#x} ({self.size} bytes, owner {self.owner})"
@@ -102,6 +103,7 @@ class RefcountOracle(Observer):
                        old)
         g = GhostObject(op, size, type_name, immortal, self._who(t), t.tid if t else 0)
         self._note(g, t, "created" + (" (immortal)" if immortal else ""))
+        g.created = g.history[0]
         self.live[op] = g
 
     def _owner_only(self, t, g, what: str) -> None:
@@ -275,6 +277,9 @@ class RefcountOracle(Observer):
 
     def _fail(self, kind: str, message: str, g: GhostObject | None) -> None:
         details = tuple(g.history) if g is not None else ()
+        if g is not None and g.created and g.created not in details:
+            # the timeline's block story starts from the creation (report/timeline.py)
+            details = (g.created, "…") + details
         raise ViolationError(kind, message, details)
 
 

@@ -7,6 +7,7 @@ replayed once with locations on, so the report names both accesses' lines.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,6 +43,30 @@ class RunResult:
         return self.violations[0] if self.violations else None
 
 
+def _execute(scenario: Scenario, rt: Runtime, chooser: Chooser) -> None:
+    """Set up, run the threads, finalize and check at the end: the run proper."""
+    m = rt.machine
+    if scenario.setup is not None:
+        scenario.setup(rt)
+    for name, fn in scenario.threads:
+        rt.start_thread(fn, name=name, interpreter=scenario.interpreter,
+                        daemon=name in scenario.daemon)
+        if m.violation is not None:
+            break
+    m.run(chooser)
+    if m.pruned:
+        return      # the strategy cut the run short (DPOR: equivalent to one it has run)
+    if m.violation is None and scenario.interpreter and not rt.lifecycle.finalized:
+        rt.finalize()                                   # no choice to make: one thread
+    if m.violation is None:
+        try:
+            rt.observer.run_finished(rt)                # end-of-run oracles (leaks)
+            if scenario.check is not None:
+                scenario.check(rt)
+        except ViolationError as e:
+            m.fail(Violation(e.kind, e.message, m.steps, None, e.details))
+
+
 def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
             race_locations: bool = False) -> RunResult:
     if scenario.config:
@@ -55,24 +80,15 @@ def execute(scenario: Scenario, config: Config, chooser: Chooser, *,
         rt.add_observer(namer)
         rt.machine.namer = namer.name
     m = rt.machine
-    if scenario.setup is not None:
-        scenario.setup(rt)
-    for name, fn in scenario.threads:
-        rt.start_thread(fn, name=name, interpreter=scenario.interpreter)
-        if m.violation is not None:
-            break
-    m.run(chooser)
-    if m.violation is None and m.pruned:
-        pass        # the strategy cut the run short (DPOR: equivalent to one it has run)
-    elif m.violation is None and scenario.interpreter:
-        rt.finalize()                                   # no choice to make: one thread
-    if m.violation is None and not m.pruned:
+    if config.trace:                                    # the calls' results (Machine.results_hook)
+        profile = sys.getprofile()
+        sys.setprofile(m.results_hook)
         try:
-            rt.observer.run_finished(rt)                # end-of-run oracles (leaks)
-            if scenario.check is not None:
-                scenario.check(rt)
-        except ViolationError as e:
-            m.fail(Violation(e.kind, e.message, m.steps, None, e.details))
+            _execute(scenario, rt, chooser)
+        finally:
+            sys.setprofile(profile)
+    else:
+        _execute(scenario, rt, chooser)
     if config.trace and m.trace is not None:
         namer.rename_trace(m.trace)
     stats: dict[str, Any] = {"switches": m.switches, **rt.stats}

@@ -78,7 +78,7 @@ def _timeline(v: dict) -> str:
     """Replay the stored counterexample with a trace and lay it out per thread."""
     from ftlab.config import Config
     from ftlab.explore.execute import run
-    from ftlab.report.timeline import Fold, Head, timeline_items
+    from ftlab.report.timeline import Fold, Head, block_story, call_results, timeline_items
     from ftlab.scenarios import UnknownName, get
     from ftlab.sim.schedule import ScheduleError
     from ftlab.sim.strategies import Replay
@@ -93,6 +93,7 @@ def _timeline(v: dict) -> str:
     except (UnknownName, ScheduleError, ValueError) as e:
         return f'<p class="bad">cannot replay it with this version of ftlab: {_esc(e)}</p>'
     items = timeline_items(result.trace or [], result.threads, result.violation)
+    results = call_results(result.trace or [])
     ncols = len(result.threads)
 
     def row(r) -> str:
@@ -103,9 +104,9 @@ def _timeline(v: dict) -> str:
         return (f'<tr{cls}><td class="step">{r.step}{flag}</td>'
                 + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
 
-    def head(thread: int, func: str) -> str:
+    def head(h: Head) -> str:
         cells = [""] * ncols
-        cells[thread] = f"<b>▸ {_esc(func)}</b>"
+        cells[h.thread] = f"<b>{_esc(h.text)}</b>"
         return '<tr class="func"><td></td>' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
     out = ['<table class="timeline"><thead><tr><th>step</th>']
@@ -116,17 +117,18 @@ def _timeline(v: dict) -> str:
         if isinstance(it, Fold):
             # a folded run: one line, expandable in the page (no script needed)
             inner = []
-            func: dict[int, str] = {}
+            func: dict[int, tuple[str, int]] = {}
             for r in it.rows:
-                if r.func and func.get(r.thread) != r.func:
-                    inner.append(head(r.thread, r.func))
-                    func[r.thread] = r.func
+                if r.func and func.get(r.thread) != (r.func, r.call):
+                    inner.append(head(Head(r.thread, r.func, results.get(r.call, "")
+                                           if r.call else "")))
+                    func[r.thread] = (r.func, r.call)
                 inner.append(row(r))
             out.append(f'<tr class="fold"><td class="step">{it.rows[0].step}</td>'
                        f'<td colspan="{ncols}"><details><summary>{_esc(it.text)}</summary>'
                        f'<table class="folded">{"".join(inner)}</table></details></td></tr>')
         elif isinstance(it, Head):
-            out.append(head(it.thread, it.func))
+            out.append(head(it))
         else:
             marked = marked or it.mark
             out.append(row(it))
@@ -135,6 +137,9 @@ def _timeline(v: dict) -> str:
         out.append(f'<div class="violation">{_esc(result.violation)}</div>')
         out.append(f'<p class="invariant">invariant broken (<b>{_esc(result.violation.kind)}</b>): '
                    f"{_esc(invariant(result.violation.kind))}</p>")
+        story = block_story(result.trace or [], result.threads, result.violation)
+        if story:
+            out.append(f'<p class="story">{_esc(story)}</p>')
         if marked:
             out.append('<p class="meta">highlighted: the accesses to the memory the violation names</p>')
     else:

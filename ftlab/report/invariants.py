@@ -34,6 +34,8 @@ INVARIANTS: dict[str, str] = {
     "page-list": "a page on a QSBR page list is on exactly one list, has a goal and (CPython "
                  "main) is on its owner's list and out of the full queue; every empty page "
                  "with a goal of a live heap is on a list",
+    # thread lifecycle at finalization (issue 11)
+    "lifecycle": "once a thread has started finalizing the runtime, no other thread attaches",
     "deadlock": "while a thread is unfinished, some thread can run",
     "livelock": "every run ends within the step bound",
     "data-race": "every two accesses to the same memory, one of them a write and not both "

@@ -31,7 +31,7 @@ import types
 from typing import TYPE_CHECKING
 
 from ftlab.runtime.object import OB_MUTEX
-from ftlab.sim.atomics import ACQUIRE, RELEASE
+from ftlab.sim.atomics import RELAXED, SEQ_CST
 from ftlab.sim.memory import Tag
 
 if TYPE_CHECKING:
@@ -46,9 +46,9 @@ HAS_PARKED = 0x2
 # PyMutex on a byte of simulated memory (Python/lock.c)
 
 async def mutex_lock_fast(t: "ThreadState", m: int) -> bool:
-    """`PyMutex_LockFast`: one CAS 0 -> LOCKED; acquire pairs with the release in
-    `mutex_unlock`."""
-    ok, _ = await t.mem.cas(m, 0, LOCKED, 1, ACQUIRE, Tag.HEADER)
+    """`_PyMutex_Lock`'s fast path: one CAS 0 -> LOCKED (`_Py_atomic_compare_exchange_uint8`,
+    seq_cst); its acquire pairs with the release in `mutex_unlock`."""
+    ok, _ = await t.mem.cas(m, 0, LOCKED, 1, SEQ_CST, Tag.HEADER)
     return ok
 
 
@@ -63,9 +63,11 @@ async def mutex_lock(t: "ThreadState", m: int) -> None:
         # read there would spin forever where C eventually sees the unlock.
         load = t.mem.load_newest if retry else t.mem.load
         retry = True
-        v = await load(m, 1, ACQUIRE)
+        # `_PyMutex_LockTimed`: a relaxed load, then a seq_cst CAS (its acquire is the one
+        # that pairs with the unlock)
+        v = await load(m, 1, RELAXED)
         if not v & LOCKED:
-            ok, _ = await t.mem.cas(m, v, v | LOCKED, 1, ACQUIRE, Tag.HEADER)
+            ok, _ = await t.mem.cas(m, v, v | LOCKED, 1, SEQ_CST, Tag.HEADER)
             if ok:
                 return
             continue
@@ -94,9 +96,10 @@ def _park(t: "ThreadState", m: int):
 
 
 async def mutex_unlock(t: "ThreadState", m: int) -> None:
-    """`PyMutex_Unlock`: release-exchange to 0 (pairs with the acquire of the next locker);
+    """`PyMutex_Unlock`: exchange to 0 (its release pairs with the acquire of the next locker);
     if a thread parked, unpark them all (each retries; one wins, the rest park again)."""
-    old = await t.mem.exchange(m, 0, 1, RELEASE, Tag.HEADER)
+    # `_PyMutex_TryUnlock`'s seq_cst CAS LOCKED -> UNLOCKED (the parked case is the unpark)
+    old = await t.mem.exchange(m, 0, 1, SEQ_CST, Tag.HEADER)
     if not old & LOCKED:
         raise AssertionError(f"{t.name} unlocks the PyMutex at {m:#x}, which is not locked")
     if old & HAS_PARKED:

@@ -161,12 +161,26 @@ def unicode_get_hash(mem, key: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # Keys objects
 
-async def new_keys_object(t: "ThreadState", log2_size: int) -> int:
-    """`new_keys_object`: a combined unicode table, indices all DKIX_EMPTY, entries zero."""
+def _keys_layout(log2_size: int) -> tuple[tuple[int, str, int, dict[int, str]], ...]:
+    """A keys object's layout for the timeline's names (`Observer.block_layout`)."""
+    return ((DK_REFCNT, "dk_refcnt", 0, {}), (DK_LOG2_SIZE, "dk_log2_size", 0, {}),
+            (DK_LOG2_INDEX_BYTES, "dk_log2_index_bytes", 0, {}), (DK_KIND, "dk_kind", 0, {}),
+            (DK_MUTEX, "dk_mutex", 0, {}), (DK_VERSION, "dk_version", 0, {}),
+            (DK_USABLE, "dk_usable", 0, {}), (DK_NENTRIES, "dk_nentries", 0, {}),
+            (DK_INDICES, "dk_indices", 1, {}),
+            (DK_INDICES + (1 << log2_size), "dk_entries", SIZEOF_UNICODE_ENTRY,
+             {ME_KEY: "me_key", ME_VALUE: "me_value"}))
+
+
+async def new_keys_object(t: "ThreadState", log2_size: int, owner: int = 0) -> int:
+    """`new_keys_object`: a combined unicode table, indices all DKIX_EMPTY, entries zero.
+    `owner`: the dict it is for (timeline names)."""
     if log2_size > MAX_LOG2_SIZE:
         raise AssertionError(f"a dict of 2**{log2_size} slots needs wider indices than modelled")
     size = keys_size(log2_size)
     dk = await t.malloc(size)
+    if owner:
+        t.rt.observer.block_layout(dk, owner, "ma_keys", _keys_layout(log2_size))
     mem = t.mem
     usable = USABLE_FRACTION(1 << log2_size)
     mem.store_u64(dk + DK_REFCNT, 1, Tag.PAYLOAD)
@@ -351,7 +365,7 @@ async def dictresize(t: "ThreadState", mp: int, log2_newsize: int) -> None:
     mem = t.mem
     oldkeys = mem.load_u64(mp + MA_KEYS)
     ensure_shared_on_resize(t, mp)
-    newkeys = await new_keys_object(t, log2_newsize)
+    newkeys = await new_keys_object(t, log2_newsize, owner=mp)
     numentries = mem.load_u64(mp + MA_USED)
     if oldkeys:
         # no deletions are modelled, so the old entries are dense: one memcpy

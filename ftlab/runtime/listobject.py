@@ -72,6 +72,7 @@ OB_ITEM = SIZEOF_PYOBJECT + 8
 ALLOCATED = SIZEOF_PYOBJECT + 16
 SIZEOF_LIST = SIZEOF_PYOBJECT + 24      # sizeof(PyListObject)
 ARRAY_ITEMS = 8                         # offsetof(_PyListArray, ob_item)
+_ARRAY_LAYOUT = ((0, "allocated", 0, {}), (ARRAY_ITEMS, "", 8, {}))   # Observer.block_layout
 
 
 def new_allocated(newsize: int, oldsize: int) -> int:
@@ -125,10 +126,13 @@ async def free_list_items(t: "ThreadState", items: int, use_qsbr: bool) -> None:
         await t.free(array)
 
 
-async def list_allocate_array(t: "ThreadState", capacity: int, zeroed: bool = True) -> int:
+async def list_allocate_array(t: "ThreadState", capacity: int, zeroed: bool = True,
+                              owner: int = 0) -> int:
     """`list_allocate_array`: a `_PyListArray` of `capacity` items, zeroed unless the caller
-    writes every item itself; returns `ob_item`."""
+    writes every item itself; returns `ob_item`. `owner`: the list it is for (timeline names)."""
     array = await t.malloc(ARRAY_ITEMS + 8 * capacity)
+    if owner:
+        t.rt.observer.block_layout(array, owner, "ob_item", _ARRAY_LAYOUT)
     t.mem.store_u64(array, capacity, Tag.PAYLOAD)
     if zeroed:
         t.mem.fill(array + ARRAY_ITEMS, 8 * capacity, 0, Tag.PAYLOAD)
@@ -142,7 +146,7 @@ async def list_new(t: "ThreadState", size: int = 0) -> int:
     """`PyList_New(size)`: a tracked list of `size` NULL items, owned by `t`."""
     op = await new_object(t, LIST)
     mem = t.mem
-    items = await list_allocate_array(t, size) if size > 0 else 0
+    items = await list_allocate_array(t, size, owner=op) if size > 0 else 0
     mem.store_u64(op + OB_SIZE, size, Tag.PAYLOAD)
     mem.store_u64(op + OB_ITEM, items, Tag.PAYLOAD)
     mem.store_u64(op + ALLOCATED, size, Tag.PAYLOAD)
@@ -161,7 +165,7 @@ async def list_resize(t: "ThreadState", op: int, newsize: int) -> None:
         return
     capacity = new_allocated(newsize, size)
     ensure_shared_on_resize(t, op)
-    items = await list_allocate_array(t, capacity, zeroed=False) if capacity else 0
+    items = await list_allocate_array(t, capacity, zeroed=False, owner=op) if capacity else 0
     old_items = mem.load_u64(op + OB_ITEM)
     if items:
         keep = min(capacity, allocated) if old_items else 0

@@ -69,18 +69,21 @@ async def seqlock_lock_write(t: "ThreadState", seq: int) -> None:
 
 
 async def seqlock_unlock_write(t: "ThreadState", seq: int) -> None:
-    """`_PySeqLock_UnlockWrite`: +1, even again; release pairs with `begin_read`'s acquire."""
+    """`_PySeqLock_UnlockWrite`: +1, even again; pairs with `begin_read`'s acquire. C loads
+    the sequence relaxed and stores it back seq_cst (`_Py_atomic_store_uint32`); only the
+    writer changes it while it is odd, so one seq_cst add is the same."""
     if t.rt.mutated(MUTATION):
         return
-    await t.mem.fetch_add(seq, 1, 4, RELEASE, Tag.META)
+    await t.mem.fetch_add(seq, 1, 4, SEQ_CST, Tag.META)
     _wake_spinners(t, seq)
 
 
 async def seqlock_abandon_write(t: "ThreadState", seq: int) -> None:
-    """`_PySeqLock_AbandonWrite`: back to the previous even value (nothing was written)."""
+    """`_PySeqLock_AbandonWrite`: back to the previous even value (nothing was written); a
+    relaxed load and a seq_cst store in C, as in `seqlock_unlock_write`."""
     if t.rt.mutated(MUTATION):
         return
-    await t.mem.fetch_add(seq, -1 & 0xFFFF_FFFF, 4, RELEASE, Tag.META)
+    await t.mem.fetch_add(seq, -1 & 0xFFFF_FFFF, 4, SEQ_CST, Tag.META)
     _wake_spinners(t, seq)
 
 

@@ -140,6 +140,9 @@ CHUNK_RD_IDX = 16
 CHUNK_WR_IDX = 24
 CHUNK_ARRAY = 32
 SIZEOF_MEM_WORK_CHUNK = CHUNK_ARRAY + WORK_ITEMS_PER_CHUNK * WORK_ITEM_SIZE
+_CHUNK_LAYOUT = ((CHUNK_NODE, "node", 0, {}), (CHUNK_RD_IDX, "rd_idx", 0, {}),   # block_layout
+                 (CHUNK_WR_IDX, "wr_idx", 0, {}),
+                 (CHUNK_ARRAY, "array", WORK_ITEM_SIZE, {0: "ptr", 8: "qsbr_goal"}))
 assert SIZEOF_MEM_WORK_CHUNK == 4096, "struct _mem_work_chunk is one 4 KiB page"
 
 OBJECT_ITEM_BIT = 0x01                  # low bit of `ptr`: an object item (see free_work_item)
@@ -408,6 +411,7 @@ async def _free_delayed(t: "ThreadState", ptr: int, size: int) -> None:
         buf = None                          # already full
     if buf is None:
         addr = await t.malloc(SIZEOF_MEM_WORK_CHUNK)   # PyMem_Calloc(1, sizeof(*buf))
+        t.rt.observer.block_layout(addr, t.block, "mem_free_queue", _CHUNK_LAYOUT)
         t.mem.fill(addr, SIZEOF_MEM_WORK_CHUNK, 0, Tag.META)
         buf = WorkChunk(addr)
         queue.append(buf)                   # llist_insert_tail

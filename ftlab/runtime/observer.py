@@ -97,6 +97,18 @@ class Observer:
     def qsbr_page_linked(self, t: "ThreadState", page: Any) -> None: ...
     def qsbr_page_unlinked(self, page: Any) -> None: ...
 
+    # -- thread lifecycle at finalization (issue 11; pystate.py `attach`, `finalize_ex`) --
+    # `t` just won its status CAS DETACHED -> ATTACHED (it may run Python from here)
+    def thread_attached(self, t: "ThreadState") -> None: ...
+
+    # -- timeline names (issue 16): the heap block at `ptr` is what the field `field` of the
+    # object at `owner` points to (a list's `_PyListArray`, a dict's `PyDictKeysObject`), laid
+    # out as `layout`: (offset, name, stride, item fields) from the lowest offset, each up to
+    # the next; a stride > 0 makes it an array of such items ("" names the block's own items:
+    # `list#1.ob_item[2]`). Reported once per block, at its allocation, never per access --
+    def block_layout(self, ptr: int, owner: int, field: str,
+                     layout: tuple[tuple[int, str, int, dict[int, str]], ...]) -> None: ...
+
     # -- end of a run: every thread has finished (end-of-run oracles: leaks) --
     def run_finished(self, rt: Any) -> None: ...
 

@@ -66,6 +66,12 @@ def raise_points(version: str) -> tuple[str, ...]:
                  if _version_key(version) >= _version_key(since))
 
 
+def hangs_at_shutdown(version: str) -> bool:
+    """Whether a thread that must exit at shutdown hangs (3.14, `PyThread_hang_thread`,
+    gh-87135) rather than exits (3.13, `PyThread_exit_thread`)."""
+    return _version_key(version) >= (3, 14)
+
+
 class Finalization:
     """The finalization state of one runtime with one interpreter (`_PyRuntimeState._finalizing`
     and `PyInterpreterState._finalizing`)."""
@@ -90,6 +96,22 @@ class Finalization:
             self._runtime_finalizing = tstate
         self.phase = phase
 
+    # issue 11: `finalize_ex` sets the two flags in separate steps, as C does, with the world
+    # stopped; the phase becomes FINALIZING with the first.
+    def set_interp_finalizing(self, tstate: Any) -> None:
+        """`_PyInterpreterState_SetFinalizing(interp, tstate)`."""
+        if self.phase != Phase.ATEXIT:
+            raise ValueError(f"the interpreter's finalizing flag is set in {self.phase.name}, "
+                             "not after ATEXIT")
+        self._interp_finalizing = tstate
+        self.phase = Phase.FINALIZING
+
+    def set_runtime_finalizing(self, tstate: Any) -> None:
+        """`_PyRuntimeState_SetFinalizing(runtime, tstate)`, after the interpreter's."""
+        if self._interp_finalizing is not tstate:
+            raise ValueError("the runtime's finalizing flag is set before the interpreter's")
+        self._runtime_finalizing = tstate
+
     def interp_get_finalizing(self) -> Any:
         """`_PyInterpreterState_GetFinalizing`: the finalizing thread state, or None."""
         return self._interp_finalizing
@@ -97,6 +119,11 @@ class Finalization:
     def runtime_get_finalizing(self) -> Any:
         """`_PyRuntimeState_GetFinalizing`; `Py_IsFinalizing()` is `is not None`."""
         return self._runtime_finalizing
+
+    @property
+    def finalized(self) -> bool:
+        """The FINI phase is reached: a thread ran `Py_FinalizeEx` (issue 11)."""
+        return self.phase == Phase.FINI
 
     @property
     def finalizing(self) -> bool:

@@ -36,7 +36,7 @@ from ftlab.runtime.mimalloc.alloc import heap_malloc as _mi_heap_malloc
 from ftlab.runtime.mimalloc.free import mi_free as _mi_free
 from ftlab.runtime.mimalloc.types import HeapTag
 from ftlab.runtime.observer import Observer, Observers
-from ftlab.runtime.pylifecycle import Finalization, Phase
+from ftlab.runtime.pylifecycle import Finalization, Phase, hangs_at_shutdown
 from ftlab.sim.atomics import RELAXED, SEQ_CST
 from ftlab.sim.dpor import event_key
 from ftlab.sim.machine import DONE, Machine, VThread
@@ -255,7 +255,7 @@ class Runtime:
                      name: str | None = None, parent: "ThreadState | None" = None,
                      interpreter: bool = True,
                      tstate: "ThreadState | None" = None,
-                     after_all: bool = False) -> "ThreadState":
+                     after_all: bool = False, daemon: bool = False) -> "ThreadState":
         """Create a thread running `fn(tstate, *args)` (a plain call, for set-up; model
         threads start threads with `await t.spawn(...)`, which passes the `tstate` it
         created).
@@ -264,12 +264,14 @@ class Runtime:
         with plain steps (`new_threadstate`: QSBR slot, link); the thread then attaches as its
         first step. `interpreter=False` makes a bare thread that never gets a thread state
         (a C thread that never runs Python): the engine scenarios, which exercise the machine
-        alone, use it."""
+        alone, use it. `daemon`: a daemon thread (`threading.Thread(daemon=True)`), which
+        `Py_FinalizeEx` does not wait for (`finalize_ex`)."""
         if tstate is None:
             tstate = ThreadState(self, None)
             if interpreter:
                 tstate._new_threadstate_before_run()
         ts = tstate
+        ts.daemon = daemon
 
         def start(vt: VThread) -> Coroutine[Any, Any, Any]:
             ts.vt = vt
@@ -313,6 +315,88 @@ class Runtime:
         m.run(RoundRobin().execution(0))
         del m.choices[explored:]
 
+    # -----------------------------------------------------------------------------------------
+    # issue 11: `_Py_Finalize` as explored steps of the main thread, with daemon threads running
+
+    async def finalize_ex(self, t: "ThreadState") -> None:
+        """`Py_FinalizeEx` run by a scenario's main thread `t` while daemon threads may still
+        run, every step under the scheduler (`finalize` is the variant for runs whose threads
+        have all exited). In C's order:
+
+        1. `wait_for_thread_shutdown`: `threading._shutdown` joins every non-daemon thread,
+           including those started while it waits (a thread inherits `daemon` from the thread
+           that starts it, so a daemon's children are daemons and are not waited for).
+        2. `_PyAtExit_Call` (no callbacks in the model).
+        3. `_PyEval_StopTheWorldAll`: every other thread is SUSPENDED, so none is attached.
+        4. `_PyInterpreterState_SetFinalizing`, then `_PyRuntimeState_SetFinalizing` (relaxed
+           stores in C, made with the world stopped: an attached thread that read NULL in the
+           thread-start check finishes linking the new thread state before the world can stop).
+        5. `_PyThreadState_RemoveExcept` unlinks every other thread state under HEAD_LOCK, and
+           `_PyEval_StartTheWorldAll` restarts only `t` (the others stay SUSPENDED: a thread
+           parked in `attach` is never woken).
+        6. `_PyThreadState_DeleteList`: 3.13 frees the unlinked thread states though their
+           OS threads may still run; 3.14 drops the interpreter's reference and the thread
+           keeps its own (`decref_threadstate`). From here a daemon thread that tries to
+           attach, or a thread whose `thread_run` starts now, must exit at
+           `_PyThreadState_MustExit` (it reads the runtime's flag, never its thread state).
+           3.13's window: a thread that read NULL there, before the flags were set, goes on
+           to its status CAS, which may come after the free (use-after-free: the model finds
+           it in 3.13, which is why `start-races-finalize` runs 3.14 and later).
+        7. `finalize_modules` (destructors), `_PyMem_FiniDelayed`; after `t`'s own teardown
+           the process exits (`exit_process`)."""
+        from ftlab.runtime import obmalloc
+
+        lc = self.lifecycle
+        lc.advance(Phase.WAIT_FOR_THREADS, t)
+        while True:
+            rest = [u for u in self.tstates
+                    if u is not t and not u.daemon and u.vt.state != DONE]
+            if not rest:
+                break
+            await t.join(rest[0])
+        lc.advance(Phase.ATEXIT, t)
+        await self.stop_the_world(t)
+        await t.yield_now()
+        lc.set_interp_finalizing(t)
+        await t.yield_now()
+        lc.set_runtime_finalizing(t)
+        self.machine.record(self.machine.current, "finalizing")
+        restart_first = self.mutated("finalization-restarts-daemons")
+        if restart_first:
+            await self.start_the_world(t)
+        await self.head_lock.lock()             # _PyThreadState_RemoveExcept
+        removed = [u for u in self.threads_head if u is not t]
+        self.threads_head[:] = [t]
+        await self.head_lock.unlock()
+        if not restart_first:
+            # "We start the world once we are the only thread state left": the others
+            # stay SUSPENDED, parked for good.
+            await self.start_the_world(t)
+        frees = (not hangs_at_shutdown(self.config.version)
+                 or self.mutated("finalization-frees-daemon-tstate"))
+        for u in removed:                       # _PyThreadState_DeleteList
+            await t.yield_now()
+            if frees:
+                # 3.13: free_threadstate, though the OS thread may still use it: `u.block`
+                # stays, a dangling pointer, as the thread's `tstate` does in C.
+                self.raw_free(u.block)
+            # 3.14: decref_threadstate; the OS thread holds the other reference until it
+            # ends, and a daemon that must exit hangs: the block outlives the run.
+        for teardown in self.module_teardown:
+            await teardown(t)
+        await obmalloc.fini_delayed(t)
+        lc.advance(Phase.FINI)
+        self._zapthreads(t)
+        # The thread's own teardown follows (`_bootstrap`), then `exit_process`.
+
+    def exit_process(self, t: "ThreadState") -> None:
+        """`exit()` after `Py_FinalizeEx` returned on `t`: every other thread ends where it is
+        (a daemon parked in `attach`, one still in its own C teardown)."""
+        m = self.machine
+        for vt in m.threads:
+            if vt is not t.vt and vt.state != DONE:
+                m.end_thread(vt, "ended by the process exit")
+
     def at_module_teardown(self, fn: Callable[["ThreadState"], Awaitable[None]]) -> None:
         """Run `fn(finalizing_tstate)` in `finalize_modules`, after the finalizing thread state
         is set: what clearing a module's globals does (their destructors run)."""
@@ -345,13 +429,30 @@ async def _bootstrap(ts: "ThreadState", fn: Callable[..., Coroutine[Any, Any, An
     down (`exit`, then `delete_current`).
     Teardown is awaited model code (it can reach scheduling points), so it is not in a
     `finally`: a violation ends the run where it happened."""
+    # gh-108987: a thread started before finalization may begin after it; it must exit
+    # without touching its thread state (freed by `_PyThreadState_DeleteList`).
+    if ts.must_exit():
+        ts.rt.machine.record(ts.vt, "thread_run: exits at shutdown")
+        return None
     ts.bind()
-    await ts.attach()       # PyEval_AcquireThread
-    result = await fn(ts, *args)
+    try:
+        await ts.attach()       # PyEval_AcquireThread
+        result = await fn(ts, *args)
+    except ThreadExit:
+        return None
     assert ts.attached, f"{ts.name} returned while {ts.status}: a thread must end attached"
     await ts.exit()
     await ts.delete_current()
+    if ts.rt.lifecycle.runtime_get_finalizing() is ts:
+        ts.rt.exit_process(ts)
     return result
+
+
+class ThreadExit(BaseException):
+    """`PyThread_exit_thread` / `PyThread_hang_thread` from `_PyThreadState_MustExit`: unwinds
+    the thread's model code to `_bootstrap`, which ends the thread without its teardown (C runs
+    no `PyThreadState_Clear` on that path). A BaseException, so `except Exception` in model
+    code does not catch it."""
 
 
 class ThreadState:
@@ -371,7 +472,9 @@ class ThreadState:
                  # critical_section.c: `tstate->critical_section`, the stack, top last
                  "critical_sections",
                  # object.c (Py_REF_DEBUG): this thread's part of the total refcount
-                 "reftotal")
+                 "reftotal",
+                 # issue 11: `threading.Thread.daemon` (Py_FinalizeEx does not wait for it)
+                 "daemon")
 
     def __init__(self, rt: Runtime, vt: VThread | None) -> None:
         self.rt = rt
@@ -390,6 +493,7 @@ class ThreadState:
         self.gc = _gc.GCThreadState()
         self.critical_sections: list[_cs.CriticalSection] = []
         self.reftotal = 0
+        self.daemon = False
 
     @property
     def name(self) -> str:
@@ -439,16 +543,19 @@ class ThreadState:
         return self.vt.yield_now()
 
     async def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any,
-                    name: str | None = None) -> "ThreadState":
+                    name: str | None = None, daemon: bool | None = None) -> "ThreadState":
         """Start a thread running `fn(new_tstate, *args)`: this thread creates the new thread
         state in the interpreter (`new_threadstate`, which may stop the world to grow the QSBR
         array), then the new thread starts and attaches. Once the interpreter is finalizing
-        this raises PythonFinalizationError (`do_start_joinable_thread`)."""
+        this raises PythonFinalizationError (`do_start_new_thread`: a relaxed load of the
+        interpreter's flag, by an attached thread). `daemon` defaults to this thread's, as
+        `threading.Thread` does."""
         if not self.rt.mutated("finalization-allows-threads"):
             self.rt.lifecycle.check("thread_start")
         ts = ThreadState(self.rt, None)
         await ts.new_threadstate(self)
-        return self.rt.start_thread(fn, *args, name=name, parent=self, tstate=ts)
+        return self.rt.start_thread(fn, *args, name=name, parent=self, tstate=ts,
+                                    daemon=self.daemon if daemon is None else daemon)
 
     async def wait(self, event: Event) -> None:
         """`PyEvent_Wait`: detaches while it blocks (see `join`)."""
@@ -553,7 +660,15 @@ class ThreadState:
 
     async def attach(self) -> None:
         """CAS DETACHED -> ATTACHED; while the world is stopped (SUSPENDED) park until the
-        requester restarts it, then retry; then `_Py_qsbr_attach`."""
+        requester restarts it, then retry; then `_Py_qsbr_attach`. First `take_gil`'s
+        `_PyThreadState_MustExit`: once another thread finalizes, this thread exits (3.13,
+        `PyThread_exit_thread`) or hangs forever (3.14, `PyThread_hang_thread`); either way it
+        never runs Python again, so the model ends it (`ThreadExit`)."""
+        if self.must_exit():
+            self.rt.machine.record(self.vt, "attach: the interpreter is finalizing, "
+                                            + ("hangs" if hangs_at_shutdown(self.rt.config.version)
+                                               else "exits"))
+            raise ThreadExit
         while True:
             # Pairs with the CAS in `_park_detached_threads` and the store in
             # `start_the_world`.
@@ -563,10 +678,18 @@ class ThreadState:
                 break
             assert state == THREAD_SUSPENDED, f"{self.name} attaches while {STATE_NAMES[state]}"
             await self._park_while_suspended()
+        self.rt.observer.thread_attached(self)
         assert self.qsbr is not None, f"{self.name} attaches before it is registered with QSBR"
         await qsbr.attach(self.qsbr)
         if self.critical_sections:
             await _cs.resume(self)          # the top-most section only
+
+    def must_exit(self) -> bool:
+        """`_PyThreadState_MustExit`: the runtime is finalizing and this is not the finalizing
+        thread. It reads `_PyRuntime._finalizing` (a relaxed load; here a plain read in the
+        step), never `self`, which may be freed by then."""
+        fin = self.rt.lifecycle.runtime_get_finalizing()
+        return fin is not None and fin is not self
 
     @types.coroutine
     def _park_while_suspended(self):

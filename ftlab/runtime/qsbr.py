@@ -45,7 +45,9 @@ deferral counters, `allocated`, `freelist_next`) are Python attributes of `QsbrT
 `seq` and the shared words `wr_seq`, `rd_seq`, `array`, `size` are in simulated memory, so each
 atomic access is a scheduling point and every access is seen by the race detector (a growth
 that raced with a poller would be reported). The seq_cst fence that opens a scan has no
-separate step: execution is sequentially consistent at scheduling points. A scan loads every
+separate step: execution is sequentially consistent at scheduling points (under the c11
+memory model it is a `fence_now` inside the first load's step, and it matters: mutations
+`qsbr-scan-no-fence` and `qsbr-attach-release`, scenario list-attach-c11). A scan loads every
 slot of the array, free ones included, as C does: a poll costs `size + 2` or so scheduling
 points. `_Py_qsbr_after_fork` and `_Py_qsbr_fini` are not modelled (no fork, no interpreter
 teardown). Slots of threads created in set-up are reserved with plain steps, since nothing
@@ -264,6 +266,12 @@ async def poll_scan(shared: QsbrShared) -> int:
     pointer], `wr_seq`, then each slot of the array in index order (free slots too: their seq
     is 0), then `rd_seq`, then the CAS."""
     mem = shared.rt.mem
+    # `_Py_atomic_fence_seq_cst()`: inside the step of the first load (no scheduling point of
+    # its own; it orders nothing more under SC, and under the c11 memory model it is what keeps
+    # this scan from reading OFFLINE for a thread whose seq_cst attach store came after it and
+    # then loading a pointer older than the unlink this scan's goal covers).
+    if not shared.rt.mutated("qsbr-scan-no-fence"):
+        mem.fence_now(SEQ_CST)
     min_seq = await mem.load(shared.wr_seq_addr, 8, SEQ_CST)
     # `shared->array` and `shared->size` are plain fields: only a growth writes them, with the
     # world stopped, and a poller is attached (the race detector checks exactly that).
@@ -304,7 +312,10 @@ async def attach(qsbr: QsbrThreadState) -> None:
     assert qsbr.peek_seq() == QSBR_OFFLINE, "already attached"
     shared = qsbr.shared
     seq = await shared_current(shared)
-    await shared.rt.mem.store(qsbr.addr, seq, 8, SEQ_CST)
+    # c11 mutation `qsbr-attach-release`: a release store, which the scan's seq_cst fence
+    # does not order against this thread's next loads (store buffering)
+    order = RELEASE if shared.rt.mutated("qsbr-attach-release") else SEQ_CST
+    await shared.rt.mem.store(qsbr.addr, seq, 8, order)
     shared.rt.observer.qsbr_attach(qsbr.tstate, seq)
 
 

@@ -43,6 +43,10 @@ class Scenario:
     # A gap the faithful model inherits from CPython (issue 12 item 4): the unmutated row must
     # find one of these kinds ("known gap (found)"), never be clean.
     known_gap: tuple[str, ...] = ()
+    # issue 11: the names of the threads started as daemon threads (`Runtime.finalize_ex` does
+    # not wait for them). A scenario whose thread runs `finalize_ex` finalizes under the
+    # scheduler; otherwise the run finalizes after every thread has exited (`Runtime.finalize`).
+    daemon: tuple[str, ...] = ()
 
 
 class UnknownName(KeyError):

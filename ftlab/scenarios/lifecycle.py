@@ -29,13 +29,31 @@
   detached for the whole wait, so the stop-the-world proceeds. Mutation
   `batched-wait-attached`: the waiter stays attached, so the requester waits for it while it
   waits for the requester's signal (deadlock).
+- `start-races-finalize` (issue 11 item 4): the main thread runs `Py_FinalizeEx` as explored
+  steps (`Runtime.finalize_ex`) while a daemon thread starts a (daemon) child, frees a block
+  and polls QSBR, then joins the child. The daemon's start tests the interpreter's flag while
+  attached; the flag is set only with the world stopped, so the start always succeeds and the
+  new thread state is linked before the world stops: finalization unlinks and deletes it with
+  the others, and the child (or the daemon itself, started in set-up) that reaches
+  `thread_run` or `attach` afterwards leaves at `_PyThreadState_MustExit`. A destructor run by
+  `finalize_modules` on the finalizing thread starts a thread too and gets
+  PythonFinalizationError. Checked: the daemon's start never raises, the destructor's raises
+  once; the `lifecycle` oracle: no thread attaches once another is finalizing. Rows 3.14 and
+  main (3.13 frees the daemons' thread states: see below). Mutation
+  `finalization-frees-daemon-tstate`: `_PyThreadState_DeleteList` frees them as 3.13 does,
+  and a thread that passed `_PyThreadState_MustExit` before the flags were set makes its
+  status CAS on freed memory (segfault). Mutation `finalization-restarts-daemons`: the world
+  is restarted before `_PyThreadState_RemoveExcept`, so the parked daemons attach (lifecycle).
+  Under 3.13.0 the unmutated scenario finds that same window (3.13 frees the thread states
+  of threads that may still run; 3.14 reference-counts them, `decref_threadstate`).
 - `shutdown-del-thread`: a module global holds an object whose destructor starts a thread (a
   `__del__` that spawns a worker, as logging handlers and executors did). Two threads hand the
   object over and exit; at shutdown, `finalize_modules` drops the global in the FINALIZING
   phase and the destructor's thread start must raise PythonFinalizationError (checked: it is
-  raised, there, once). Mutation `finalization-allows-threads`: the thread starts, nobody joins
-  it, and `zapthreads` frees its thread state while it runs (a read of its own `state` or
-  `eval_breaker` faults: `segfault`).
+  raised, there, once). Mutation `finalization-allows-threads`: the thread starts; since
+  issue 11's `_PyThreadState_MustExit` in `thread_run` (gh-108987) it leaves at once without
+  running, so the scenario's check is what finds the mutation (before, the model let it run
+  on the thread state `zapthreads` frees: `segfault`).
 """
 
 from __future__ import annotations
@@ -286,4 +304,86 @@ SHUTDOWN_DEL_THREAD = Scenario(
     pct_steps=20,
 )
 
-SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW, THREAD_CHURN, SHUTDOWN_DEL_THREAD)
+# ---------------------------------------------------------------------------------------------
+# start-races-finalize (issue 11 item 4): thread start racing finalization
+
+
+@dataclass
+class _Race:
+    refused: list[str]      # PythonFinalizationError messages the daemon caught
+    started: list[int]      # threads the daemon started
+    late_refused: list[str]     # ... the finalizing thread's destructor caught
+
+
+async def _late_child(t) -> None:
+    p = await t.malloc(16)
+    t.rt.mem.store_u64(p, 1)
+    await t.free(p)
+    await t.periodic_check()            # a QSBR quiescent state; may suspend for a stop
+
+
+async def _daemon_starter(t) -> None:
+    """A daemon thread that starts a (daemon) child and reclaims a block behind a QSBR goal
+    while the main thread finalizes."""
+    p = await t.malloc(16)
+    child = None
+    try:
+        child = await t.spawn(_late_child, name="child")
+        t.shared.started.append(1)
+    except PythonFinalizationError as e:
+        t.shared.refused.append(str(e))
+    await t.free(p)
+    goal = await qsbr.advance(t.qsbr)   # through the slot as it is now
+    await qsbr.poll(t.qsbr, goal)
+    await t.periodic_check()
+    if child is not None:
+        await t.join(child)             # detached: its re-attach may come after finalization
+
+
+async def _finalizer(t) -> None:
+    await t.rt.finalize_ex(t)
+
+
+def _race_setup(rt) -> None:
+    rt.shared = _Race(refused=[], started=[], late_refused=[])
+
+    async def clear_module(t) -> None:
+        # finalize_modules: a destructor on the finalizing thread starts a thread
+        try:
+            await t.spawn(_late_child, name="late")
+        except PythonFinalizationError as e:
+            t.shared.late_refused.append(str(e))
+
+    rt.at_module_teardown(clear_module)
+
+
+def _race_check(rt) -> None:
+    r = rt.shared
+    # The daemon tests the flag while attached, and the flag is set only with the world
+    # stopped, after which the daemon never runs Python again: its start never raises.
+    if r.refused:
+        raise ViolationError("check", f"the daemon's thread start raised {r.refused}: it saw "
+                                      "the finalizing flag while attached")
+    if r.late_refused != ["can't create new thread at interpreter shutdown"]:
+        raise ViolationError("check", f"the finalizing thread's start raised "
+                                      f"{r.late_refused or 'nothing'}, not "
+                                      "PythonFinalizationError once")
+
+
+START_RACES_FINALIZE = Scenario(
+    name="start-races-finalize",
+    description="a daemon thread starts a thread and frees behind QSBR while main runs "
+                "Py_FinalizeEx (stop the world, finalizing flags, daemon thread states deleted)",
+    threads=(("main", _finalizer), ("daemon", _daemon_starter)),
+    daemon=("daemon",),
+    setup=_race_setup,
+    check=_race_check,
+    mutations={"finalization-frees-daemon-tstate": ("segfault", "use-after-free"),
+               "finalization-restarts-daemons": ("lifecycle",)},
+    # 3.13 frees the daemons' thread states: the window is real there (pystate.py finalize_ex)
+    versions=("3.14", "main"),
+    pct_steps=60,
+)
+
+SCENARIOS = (BATCHED_WAIT, BATCHED_WAIT_STW, THREAD_CHURN, SHUTDOWN_DEL_THREAD,
+             START_RACES_FINALIZE)

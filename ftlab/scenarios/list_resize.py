@@ -29,6 +29,16 @@ delayed free of a list's old item array (`_PyMem_FreeDelayed`, `ftlab.runtime.ob
   before its goal in queue processing is caught here. Mutations: `list-items-freed-at-once`,
   `no-free-delayed`.
 
+- `list-attach-c11` (c11 memory model): QSBR's store-buffering pair. The reader makes the
+  list shared (a locked read), then twice blocks detached (`_Py_qsbr_detach`) and re-attaches
+  (`_Py_qsbr_attach`: a seq_cst store of its sequence, then loads) to read `lst[-1]` lock-free;
+  the writer clears the list (`list_clear`: `ob_item` NULL with a release store, the 1 MiB
+  array to `_PyMem_FreeDelayed`) and its periodic check scans (`qsbr_poll_scan`: a seq_cst
+  fence, then the slots). C11 forbids the scan reading OFFLINE while the re-attached reader
+  loads the old `ob_item`; weakening either side allows it, and the reader then reads the
+  freed array: mutations `qsbr-attach-release` and `qsbr-scan-no-fence`, found under c11 and
+  never under SC (tests/scenarios/test_c11_rows.py).
+
 Model notes: the list is a runtime list (`ftlab.runtime.listobject`) owned by the writer, its
 appends `PyList_Append` under the list's critical section, the reads `list_get_item_ref`. The
 reader's first read finds the list neither its own nor shared and takes `list_item_impl`,
@@ -43,14 +53,16 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ftlab.runtime import critical_section as cs
 from ftlab.runtime.listobject import (
-    ALLOCATED, OB_ITEM, OB_SIZE, list_allocate_array, list_get_item_ref, list_new,
+    ALLOCATED, OB_ITEM, OB_SIZE, list_allocate_array, list_clear, list_get_item_ref, list_new,
     pylist_append,
 )
 from ftlab.runtime.object import PyType
 from ftlab.scenarios import Scenario
 from ftlab.sim.atomics import RELAXED
 from ftlab.sim.memory import Tag
+from ftlab.sim.sync import Event
 from ftlab.sim.violation import ViolationError
 
 INITIAL = 131_072               # [None] * INITIAL: an 8 + 1 MiB array, full
@@ -67,6 +79,7 @@ class _List:
     addr: int = 0               # the list object
     appended: list[int] = field(default_factory=list)
     seen: list[int] = field(default_factory=list)
+    shared_event: Event | None = None   # list-attach-c11: the reader has made the list shared
 
 
 def _setup(rt) -> None:
@@ -76,7 +89,7 @@ def _setup(rt) -> None:
 async def list_repeat_none(t, n: int) -> int:
     """`[None] * n` (`list_repeat`): a list whose array holds exactly `n` items, full."""
     lst = await list_new(t)
-    items = await list_allocate_array(t, n, zeroed=False)
+    items = await list_allocate_array(t, n, zeroed=False, owner=lst)
     mem = t.mem
     mem.write_bytes(items, struct.pack("<Q", t.shared.none) * n, Tag.PAYLOAD)
     mem.store_u64(lst + OB_ITEM, items, Tag.PAYLOAD)
@@ -182,4 +195,75 @@ LIST_APPEND_INDEX = Scenario(
     config={"version": "3.14"},
 )
 
-SCENARIOS = (LIST_RESIZE, LIST_APPEND_INDEX)
+# ---------------------------------------------------------------------------------------------
+# list-attach-c11 (c11 memory model, ftlab/sim/c11.py): QSBR's store buffering pair
+
+BLOCKED_STEPS = (0, 16)   # list-attach-c11: the reader's blocking calls, detached
+
+
+async def _attacher(t, arg: int) -> None:
+    lst = t.shared
+    # a non-owner's decref of the writer's object: the writer's EXPLICIT_MERGE bit, so its
+    # periodic check runs the pending work (3.14's should_process has no bit of its own)
+    await t.decref(arg)
+    item = await list_get_item_ref(t, lst.addr, INITIAL - 1)   # locked: marks the list shared
+    lst.seen.append(item)
+    await lst.shared_event.set()
+    for blocked in BLOCKED_STEPS:
+        # Py_BEGIN/END_ALLOW_THREADS around a blocking call (no access another thread could
+        # see): `_Py_qsbr_detach`, `_Py_qsbr_attach`; then `lst[-1]` lock-free
+        await t.detach()
+        for _ in range(blocked):
+            await t.yield_now()
+        await t.attach()
+        size = await t.mem.load(lst.addr + OB_SIZE, 8, RELAXED)
+        item = await list_get_item_ref(t, lst.addr, size - 1)
+        if item:
+            lst.seen.append(item)
+            if item != lst.none:
+                await t.decref(item)
+
+
+async def _clearer(t) -> None:
+    lst = t.shared
+    lst.addr = await list_repeat_none(t, INITIAL)
+    arg = await t.new_object(ITEM_A)
+    reader = await t.spawn(_attacher, arg, name="reader")
+    await t.wait(lst.shared_event)
+    c = await cs.begin(t, lst.addr)             # `lst.clear()`: list_clear_impl
+    await list_clear(t, lst.addr)               # the old array freed with _PyMem_FreeDelayed
+    await cs.end(t, c)
+    await t.periodic_check()                    # _PyMem_ProcessDelayed: the scan
+    p = await t.malloc(ARRAY_BYTES)             # reuses the old array's memory if freed
+    t.mem.fill(p, 64, 0xAB, Tag.PAYLOAD)
+    await t.free(p)
+    await t.join(reader)
+    await t.decref(lst.addr)
+
+
+def _setup_attach(rt) -> None:
+    _setup(rt)
+    rt.shared.shared_event = Event(rt.machine, "shared")
+
+
+LIST_ATTACH_C11 = Scenario(
+    name="list-attach-c11",
+    description="c11 memory model: a reader re-attaches (_Py_qsbr_attach's seq_cst store) and "
+                "reads a shared list lock-free while the writer resizes it and its QSBR scan "
+                "(after a seq_cst fence) decides whether the old array may be freed",
+    threads=(("writer", _clearer),),
+    setup=_setup_attach,
+    check=_check,
+    # Under SC the mutation is invisible: a scan that reads OFFLINE ran before the attach, so
+    # the reader's next load sees the new array. Under C11 a release attach store lets the
+    # scan read the stale OFFLINE while the reader holds the old array.
+    mutations={"qsbr-attach-release": ("premature-reuse", "use-after-free", "data-race"),
+               "qsbr-scan-no-fence": ("premature-reuse", "use-after-free", "data-race")},
+    dfs_bound=2,
+    pct_steps=60,
+    dfs=False,  # the store choices make the DFS tree wide; random and PCT reach the bug
+    config={"version": "3.14", "memory_model": "c11"},
+    versions=("3.14",),
+)
+
+SCENARIOS = (LIST_RESIZE, LIST_APPEND_INDEX, LIST_ATTACH_C11)

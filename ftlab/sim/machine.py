@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+import dis
 import re
 import sys
 import traceback
@@ -40,13 +41,15 @@ RUNNABLE, BLOCKED, DONE = 0, 1, 2
 class Event:
     """One entry of the trace: `step`, the thread index and what happened, in words."""
 
-    __slots__ = ("step", "thread", "what", "func")
+    __slots__ = ("step", "thread", "what", "func", "call", "result")
 
-    def __init__(self, step: int, thread: int, what: str, func: str = "") -> None:
+    def __init__(self, step: int, thread: int, what: str, func: str = "", call: int = 0) -> None:
         self.step = step
         self.thread = thread
         self.what = what
         self.func = func    # the modelled C function the step is in ("" outside the runtime)
+        self.call = call    # which call of `func` (numbered in trace order; 0: not a C function)
+        self.result = ""    # on the call's last step: what the call returned, in words
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Event) and self.step == other.step
@@ -72,11 +75,12 @@ def c_name_of(code: types.CodeType) -> str:
     return m.group(1) if m else ""
 
 
-def _c_function(cache: dict[types.CodeType, str]) -> str:
+def _c_function(cache: dict[types.CodeType, str]) -> tuple[str, types.FrameType | None]:
     """The modelled C function a traced step is in: the innermost function of the runtime on
-    the Python stack that names its C function (`c_name_of`), else the innermost function's own
-    name (a runtime helper, or the scenario's thread function). A step runs inside its
-    thread's coroutine, so the Python stack is the modelled C stack."""
+    the Python stack that names its C function (`c_name_of`), with its frame (the call), else
+    the innermost function's own name (a runtime helper, or the scenario's thread function) and
+    no frame. A step runs inside its thread's coroutine, so the Python stack is the modelled C
+    stack."""
     f = sys._getframe(2)
     first = ""
     while f is not None:
@@ -86,13 +90,17 @@ def _c_function(cache: dict[types.CodeType, str]) -> str:
             if name is None:
                 name = cache[code] = c_name_of(code)
             if name:
-                return name
+                return name, f
         elif _SIM_DIR not in code.co_filename:
-            return first or code.co_name    # the scenario's code called the runtime helper
+            return first or code.co_name, None   # the scenario's code called the runtime helper
         if not first and _SIM_DIR not in code.co_filename:
             first = code.co_name            # a runtime helper with no C name of its own
         f = f.f_back
-    return first
+    return first, None
+
+
+_RETURNS = frozenset(dis.opmap[op] for op in ("RETURN_VALUE", "RETURN_CONST") if op in dis.opmap)
+_YIELD_VALUE = dis.opmap["YIELD_VALUE"]
 
 
 class VThread:
@@ -197,8 +205,10 @@ class Machine:
         else:
             raise ValueError(f"unknown memory model {memory_model!r} (known: sc, c11)")
         # Traced runs only: names an address (`obj#3.ob_ref_shared`), None where it cannot.
-        self.namer: Callable[[int], str | None] | None = None
+        self.namer: Callable[..., str | None] | None = None
         self._c_names: dict[types.CodeType, str] = {}       # code -> modelled C function
+        self._calls: dict[types.FrameType, list[Any]] = {}  # live traced calls: [number, last]
+        self._ncalls = 0
         self.shared: Any = None
         # DPOR (ftlab/sim/dpor.py): the chooser that records each step's footprint, or None
         self.dpor: Any = None
@@ -293,16 +303,74 @@ class Machine:
             self.wake(j)
         t.joiners.clear()
 
+    def end_thread(self, t: VThread, why: str) -> None:
+        """End `t` where it is, running none of its code (a thread the process exit kills:
+        issue 11, `Runtime.finalize_ex`)."""
+        if t.state == DONE:
+            return
+        if self.trace is not None:
+            self.record(t, why)
+        t.state = DONE
+        if t in self.runnable:
+            self.runnable.remove(t)
+        t.joiners.clear()
+
     def record(self, t: VThread | None, what: str) -> None:
         if self.trace is not None:
-            self.trace.append(Event(self.steps, -1 if t is None else t.index, what,
-                                    _c_function(self._c_names) if t is not None else ""))
+            if t is None:
+                self.trace.append(Event(self.steps, -1, what))
+                return
+            func, frame = _c_function(self._c_names)
+            call = 0
+            if frame is not None:
+                c = self._calls.get(frame)
+                if c is None:
+                    self._ncalls += 1
+                    c = self._calls[frame] = [self._ncalls, None]
+                call = c[0]
+            e = Event(self.steps, t.index, what, func, call)
+            if frame is not None:
+                c[1] = e
+            self.trace.append(e)
 
-    def addr_words(self, addr: int) -> str:
-        """`[addr]`, with the address's symbolic name when a namer knows it (traced runs)."""
+    # -- the results of the traced calls (issue 16: `▸ _Py_TryIncrefCompare -> 0`) --
+    # A profile hook, installed only around a traced run (`results_hook`), sees each frame
+    # return; a frame that holds steps of the trace (`_calls`) leaves its return value, in
+    # words, on its last step. A coroutine frame also "returns" when it suspends at an `await`:
+    # only a RETURN_VALUE is the call's end. Untraced runs never install it; a traced replay
+    # costs some 15% more with it (sys.setprofile: a profiler of the caller is set aside
+    # for the run and restored after, `ftlab/explore/execute.py`).
+
+    def results_hook(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        if event != "return":
+            return
+        c = self._calls.get(frame)
+        if c is None:
+            return
+        op = frame.f_code.co_code[frame.f_lasti]
+        if op == _YIELD_VALUE:
+            return                                  # suspended, not returned
+        del self._calls[frame]
+        if op in _RETURNS and c[1] is not None:     # else it raised: no result
+            c[1].result = self.result_words(arg)
+
+    def result_words(self, value: Any) -> str:
+        """A C function's result in words: an int, a pointer with its name; "" for a void
+        function and for what has no C value (no repr: it may hold an address)."""
+        if type(value) is bool:
+            return str(int(value))
+        if type(value) is int:
+            return self.addr_words(value, True) if value >= 0x10000 else str(value)
+        if type(value) is tuple and value and all(type(v) in (int, bool) for v in value):
+            return "(" + ", ".join(self.result_words(v) for v in value) + ")"
+        return ""
+
+    def addr_words(self, addr: int, pointer: bool = False) -> str:
+        """`[addr]`, with the address's symbolic name when a namer knows it (traced runs);
+        `pointer`: a pointer value, named by the object or block it starts."""
         if self.namer is None:
             return f"[{addr:#x}]"
-        name = self.namer(addr)
+        name = self.namer(addr, pointer=pointer) if pointer else self.namer(addr)
         return f"{name} [{addr:#x}]" if name else f"?[{addr:#x}]"   # "?": named after the run
 
     # -----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ KINDS = (
     "type-cache",
     "dict-lookup",          # dicts: §5.9 for a dict's lock-free read
     "page-list",            # QSBR page lists (gh-145615)
+    "lifecycle",            # no attach after another thread started finalizing (issue 11)
     "deadlock",
     "livelock",
     "data-race",

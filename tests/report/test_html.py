@@ -90,3 +90,20 @@ def test_page_renders_in_headless_chromium(page, tmp_path):
         driver.save_screenshot(str(tmp_path / "report.png"))
     finally:
         driver.quit()
+
+
+def test_timeline_html_shows_the_block_story_beside_the_invariant():
+    # issue 16: the block's history in words closes the HTML timeline as it does the text one
+    from ftlab.report.html import _timeline
+    from ftlab.sim import Random
+    from ftlab import Config, run
+    from ftlab.scenarios import get
+    scenario = get("tryincref-zero")
+    config = Config(mutations=frozenset(["tryincref-accepts-zero"]))
+    r = next(r for r in (run(scenario, config, Random(1), execution=i) for i in range(200))
+             if r.violations)
+    text = _timeline({"schedule": r.schedule, "scenario": "tryincref-zero",
+                      "version": config.version, "mutations": ["tryincref-accepts-zero"]})
+    assert '<p class="story">The block was allocated by a:owner as a 48-byte OldItem object' in text
+    # the calls' results on the group lines, also inside the folded runs (issue 16)
+    assert "<b>▸ _Py_qsbr_shared_current -&gt; 1</b>" in text

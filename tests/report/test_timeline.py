@@ -43,3 +43,52 @@ def test_columns_put_each_event_under_its_thread():
     lines = format_timeline(r.trace, r.threads, r.violation, width=30).splitlines()
     start_b = next(line for line in lines if "start consumer" in line)
     assert start_b.index("start consumer") >= 7 + 32   # second column
+
+
+# --- the block's history in words (issue 16) ----------------------------------------------------
+
+from ftlab.report.timeline import block_story  # noqa: E402
+from ftlab.sim.violation import Violation  # noqa: E402
+
+
+def test_block_story_says_the_delayed_path_from_the_uaf_history():
+    v = Violation("use-after-free", "b:reader: atomic read of 8 bytes at 0x7f00060300b0 at step "
+                  "74, offset 48 of the freed 120-byte block", 74, "b:reader",
+                  ("allocated (120 bytes, heap MEM) by a:main at step 14",
+                   "unlinked and passed to _PyMem_FreeDelayed by a:main at step 60",
+                   "freed by b:reader at step 73"))
+    text = block_story((), ["a:main", "b:reader"], v)
+    assert "allocated by a:main as a 120-byte MEM block at step 14" in text
+    assert "freed by b:reader at step 73 through the delayed-free queue (queued by a:main at " \
+           "step 60, processed at step 73)" in text
+    assert "b:reader's atomic read of 8 bytes at offset 48 of it" in text
+
+
+def test_block_story_says_a_cross_thread_free_and_a_leak():
+    v = Violation("use-after-free", "b: read of 8 bytes at 0x10 at step 9", 9, "b:r",
+                  ("allocated (48 bytes, heap OBJECT) by a:w at step 1", "freed by b:r at step 5"))
+    assert "cross-thread free" in block_story((), ["a:w", "b:r"], v)
+    leak = Violation("leak", "the OldItem object at 0x7f0006010090 (OldItem#1) (48 bytes, owner "
+                     "a:producer) has no reference left but was never deallocated", 357, None,
+                     ("step 9 a:producer: created", "…", "step 26 b:receiver: decref (shared)"))
+    text = block_story((), ["a:producer", "b:receiver"], leak)
+    assert text.startswith("The block was allocated by a:producer as a 48-byte OldItem object "
+                           "at step 9, and never freed.")
+    assert block_story((), ["a"], Violation("data-race", "x", 3, "a")) == ""
+
+
+def test_tryincref_counterexample_closes_with_the_block_story():
+    scenario = get("tryincref-zero")
+    config = Config(mutations=frozenset(["tryincref-accepts-zero"]))
+    for i in range(200):
+        r = run(scenario, config, Random(1), execution=i)
+        if r.violations:
+            break
+    else:
+        raise AssertionError("tryincref-accepts-zero not found in 200 runs")
+    r = run(scenario, config, Replay(r.schedule), trace=True)
+    text = format_timeline(r.trace, r.threads, r.violation)
+    story = text.splitlines()[[i for i, l in enumerate(text.splitlines())
+                               if l.startswith("invariant broken")][0] + 1]
+    assert "as a 48-byte OldItem object" in story and "freed by a:owner" in story
+    assert "`cas OldItem#1.ob_ref_shared" in story and "broke the invariant (resurrection)" in story

@@ -102,3 +102,25 @@ def test_runtime_spawn_raises_once_finalizing(version):
     rt.run_main(main)
     assert out == {"child": True, "error": "can't create new thread at interpreter shutdown"}
     assert [u.name for u in rt.machine.threads] == ["main", "child", "child2"]
+
+
+# issue 11: the two flags of finalize_ex, and exit vs hang per version
+
+def test_flags_set_in_c_order():
+    from ftlab.runtime.pylifecycle import hangs_at_shutdown
+
+    f = Finalization("3.14")
+    with pytest.raises(ValueError, match="set in RUNNING"):
+        f.set_interp_finalizing("main")
+    f.advance(Phase.WAIT_FOR_THREADS)
+    f.advance(Phase.ATEXIT)
+    with pytest.raises(ValueError, match="before the interpreter's"):
+        f.set_runtime_finalizing("main")
+    f.set_interp_finalizing("main")
+    assert f.phase == Phase.FINALIZING and f.finalizing
+    assert f.runtime_get_finalizing() is None       # between the two stores
+    f.set_runtime_finalizing("main")
+    assert f.runtime_get_finalizing() == "main" and not f.finalized
+    f.advance(Phase.FINI)
+    assert f.finalized
+    assert [hangs_at_shutdown(v) for v in ("3.13.0", "3.14", "main")] == [False, True, True]

@@ -12,7 +12,7 @@ from ftlab.explore.execute import execute
 from ftlab.runtime import qsbr
 from ftlab.scenarios import catalog, get
 from ftlab.scenarios.lifecycle import THREAD_CHURN
-from ftlab.sim import DFS, PCT, Random
+from ftlab.sim import DFS, PCT, Random, Replay
 
 
 def _clean(strategy, budget: int, config: Config = Config()) -> int:
@@ -77,11 +77,18 @@ def test_a_destructor_at_shutdown_gets_python_finalization_error_once():
             assert r.ok, f"{strategy.describe()} execution {i}: {r.violation}"
 
 
-def test_a_thread_started_at_shutdown_runs_on_a_freed_thread_state():
+def test_a_thread_started_at_shutdown_is_found_and_leaves_at_must_exit():
+    """Without the start check the destructor's thread starts; `thread_run`'s
+    `_PyThreadState_MustExit` (gh-108987) makes it leave without running, so the scenario's
+    check is what finds the mutation."""
     sc = get("shutdown-del-thread")
     r, n = first_detection(sc, "finalization-allows-threads", 20)
     assert r is not None and n == 1
-    assert r.violation.kind == "segfault" and r.violation.thread.endswith(":late")
+    assert r.violation.kind == "check" and "raised nothing" in r.violation.message
+    again = execute(sc, Config(mutations=frozenset({"finalization-allows-threads"}), trace=True),
+                    Replay(r.schedule).execution(0))
+    late = [e for e in again.trace if e.what == "thread_run: exits at shutdown"]
+    assert len(late) == 1, "the late thread leaves at thread_run, once"
 
 
 def test_the_check_fires_when_thread_start_raises_nothing():
@@ -126,6 +133,135 @@ def test_shutdown_del_thread_clean_under_10000_random_and_pct_schedules_and_dfs(
                      PCT(103, 3, sc.pct_steps), DFS(sc.dfs_bound)):
         n = 0
         while n < 2500 and (chooser := strategy.execution(n)) is not None:
+            r = execute(sc, config, chooser)
+            assert r.ok, f"{strategy.describe()} execution {n}: {r.violation} [{r.schedule}]"
+            n += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# start-races-finalize (issue 11): thread start racing Py_FinalizeEx, with daemon threads
+
+def test_start_races_finalize_in_the_catalog():
+    sc = catalog()["start-races-finalize"]
+    assert sc.daemon == ("daemon",)
+    assert set(sc.mutations) == {"finalization-frees-daemon-tstate",
+                                 "finalization-restarts-daemons"}
+    assert sc.versions == ("3.14", "main")
+
+
+def test_start_races_finalize_clean_under_a_few_schedules():
+    sc = get("start-races-finalize")
+    for version in ("3.14", "main"):
+        for strategy in (Random(5), PCT(5, 2, sc.pct_steps)):
+            for i in range(15):
+                r = execute(sc, Config(version=version), strategy.execution(i))
+                assert r.ok, f"{version} {strategy.describe()} {i}: {r.violation} [{r.schedule}]"
+
+
+def test_both_sides_of_the_race_happen():
+    """Some schedules let the child run before finalization, others park it (SUSPENDED) or
+    make it leave at `_PyThreadState_MustExit`; the daemon's start always succeeds."""
+    sc = get("start-races-finalize")
+    seen = set()
+    for i in range(40):
+        r = execute(sc, Config(trace=True), PCT(7, 2, sc.pct_steps).execution(i))
+        assert r.ok, r.violation
+        what = [e.what for e in r.trace]
+        if any(e.what == "exit" and r.threads[e.thread].endswith(":child") for e in r.trace):
+            seen.add("child ran to its end")
+        if any(w.startswith("attach: the interpreter is finalizing") for w in what):
+            seen.add("must exit at attach")
+        if any(w == "ended by the process exit" for w in what):
+            seen.add("ended by the process exit")
+    assert seen == {"child ran to its end", "must exit at attach", "ended by the process exit"}
+
+
+def test_freeing_daemon_thread_states_is_found():
+    sc = get("start-races-finalize")
+    r, n = first_detection(sc, "finalization-frees-daemon-tstate", 200)
+    assert r is not None, f"not found in {n} schedules"
+    assert r.violation.kind == "segfault" and "released region" in r.violation.message
+
+
+def test_restarting_the_daemons_is_found_by_the_lifecycle_oracle():
+    sc = get("start-races-finalize")
+    r, n = first_detection(sc, "finalization-restarts-daemons", 50)
+    assert r is not None and r.violation.kind == "lifecycle"
+    assert "started finalizing" in r.violation.message
+
+
+def test_3_13_0_frees_thread_states_a_thread_may_still_attach_with():
+    """The window the mutation opens is CPython 3.13's own: `_PyThreadState_DeleteList` frees
+    the unlinked thread states (3.14 reference-counts them). The mutation's counterexample,
+    replayed unmutated under 3.13.0, faults the same way."""
+    sc = get("start-races-finalize")
+    r, _ = first_detection(sc, "finalization-frees-daemon-tstate", 200)
+    again = execute(sc, Config(version="3.13.0"), Replay(r.schedule).execution(0))
+    assert again.violation is not None and again.violation.kind == "segfault"
+    assert execute(sc, Config(version="3.14"), Replay(r.schedule).execution(0)).ok
+
+
+def test_the_race_check_fires_on_a_refused_daemon_start_and_a_missing_refusal():
+    from ftlab.runtime import Runtime
+    from ftlab.sim.violation import ViolationError
+
+    sc = get("start-races-finalize")
+    rt = Runtime(Config())
+    sc.setup(rt)
+    with pytest.raises(ViolationError, match="finalizing thread's start raised nothing"):
+        sc.check(rt)
+    rt.shared.late_refused.append("can't create new thread at interpreter shutdown")
+    sc.check(rt)
+    rt.shared.refused.append("can't create new thread at interpreter shutdown")
+    with pytest.raises(ViolationError, match="the daemon's thread start raised"):
+        sc.check(rt)
+
+
+def _finalizing_main(log):
+    async def main(t) -> None:
+        await t.spawn(_non_daemon, log, name="worker", daemon=False)
+        await t.spawn(_daemon_parent, log, name="dparent", daemon=True)
+        await t.rt.finalize_ex(t)
+        log.append("finalized")
+    return main
+
+
+async def _non_daemon(t, log) -> None:
+    for _ in range(3):
+        await t.periodic_check()
+    log.append("worker done")
+
+
+async def _daemon_parent(t, log) -> None:
+    child = await t.spawn(_never_run, name="dchild")
+    log.append(f"child daemon={child.daemon}")
+
+
+def test_finalize_ex_joins_non_daemon_threads_and_children_inherit_daemon():
+    from ftlab.scenarios import Scenario
+
+    inherited = 0
+    for i in range(20):
+        log: list[str] = []
+        sc = Scenario(name="t", description="t", threads=(("main", _finalizing_main(log)),))
+        r = execute(sc, Config(), Random(11).execution(i))
+        assert r.ok, r.violation
+        assert log.index("worker done") < log.index("finalized"), log
+        assert "child daemon=False" not in log
+        inherited += "child daemon=True" in log
+    assert inherited > 0, "the daemon parent never got to start its child"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("version", ["3.14", "main"])
+def test_start_races_finalize_clean_under_10000_random_and_pct_schedules_and_dfs(version):
+    sc = get("start-races-finalize")
+    config = Config(version=version)
+    for strategy in (Random(101), PCT(101, 1, sc.pct_steps), PCT(102, 2, sc.pct_steps),
+                     PCT(103, 3, sc.pct_steps), DFS(sc.dfs_bound)):
+        n = 0
+        while n < 2000 and (chooser := strategy.execution(n)) is not None:
             r = execute(sc, config, chooser)
             assert r.ok, f"{strategy.describe()} execution {n}: {r.violation} [{r.schedule}]"
             n += 1

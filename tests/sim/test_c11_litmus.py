@@ -68,6 +68,30 @@ def test_sb(so, lo, fence, expected):
     assert outcomes(sb(so, lo, fence)) == expected
 
 
+def sb_fence_vs_sc(so):
+    """SB with an SC fence on one side and a store of order `so` then an SC load on the other:
+    the shape of qsbr_poll_scan (release X, fence, load Y) against _Py_qsbr_attach (store Y,
+    then load X). RC11 forbids (0, 0) when the store is SC (fence ->psc W_sc(Y) ->sb R_sc(X)
+    ->rb W(X) ->sb fence) and allows it when the store is only release."""
+    async def scan(t):
+        await t.mem.store(X, 1, order=RELEASE)
+        await t.mem.fence(SEQ_CST)
+        return await t.mem.load(Y, order=SEQ_CST)
+
+    async def attach(t):
+        await t.mem.store(Y, 1, order=so)
+        return await t.mem.load(X, order=SEQ_CST)
+    return [scan, attach]
+
+
+@pytest.mark.parametrize("so,expected", [
+    (SEQ_CST, ALL_SB - {(0, 0)}),
+    (RELEASE, ALL_SB),
+])
+def test_sb_fence_against_sc_store(so, expected):
+    assert outcomes(sb_fence_vs_sc(so)) == expected
+
+
 def mp(so, lo, wfence=None, rfence=None):
     async def writer(t):
         await t.mem.store(X, 1, order=RELAXED)
