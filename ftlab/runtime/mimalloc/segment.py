@@ -621,7 +621,8 @@ def segment_page_clear(page: Page, tld: SegmentsTld) -> Page:
     page.next = None
     page.prev = None
     page.qsbr_goal = 0
-    page.qsbr_linked = False
+    mem.store_u64(page.qsbr_node_addr, 0, Tag.META)       # qsbr_node.next
+    mem.store_u64(page.qsbr_node_addr + 8, 0, Tag.META)   # qsbr_node.prev
     page.xblock_size = 1
     s = segment_span_free_coalesce(page, tld)
     segment.used -= 1
