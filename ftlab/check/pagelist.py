@@ -17,7 +17,10 @@ every link and unlink and whenever a thread completes a mimalloc operation:
   would be stranded until its goal frees it), whatever its `in_full` flag says. 3.13 and 3.14
   before the fix break both, which is what the fix repaired, so they are not checked there;
 - for every page of the heaps of the thread whose operation completed: an all-free page with a
-  goal is on a list (only abandoned pages keep a goal off every list, and they are in no heap).
+  goal is on a list (only abandoned pages keep a goal off every list, and they are in no heap);
+- after a thread walks its list (`_PyMem_mi_heap_collect_qsbr`), the list is empty or its
+  first page is all free: the walk drops each page it meets that was allocated from again and
+  stops only at an all-free page whose goal is not reached.
 
 A page on a list that is no longer all free is allowed (also in the full queue, once it filled
 up): allocation through the heap's direct page pointers does not clear the goal, and
@@ -86,6 +89,17 @@ class PageListOracle(Observer):
 
     def qsbr_page_unlinked(self, page: Any) -> None:
         self.check_lists()
+
+    def qsbr_page_list_walked(self, t: Any) -> None:
+        """After `_PyMem_mi_heap_collect_qsbr`: the walk dropped every page it met that was
+        allocated from again, and stopped only at an all-free page whose goal is not reached,
+        so the list is empty or starts with an all-free page."""
+        for ts, pages in self.lists():
+            if ts is t and pages and pages[0].used != 0:
+                self._fail(f"page {pages[0]!r} ({pages[0].used} blocks in use) is still first on "
+                           f"{self._who(t)}'s QSBR page list after {self._who(t)} walked it: "
+                           "_PyMem_mi_heap_collect_qsbr leaves a page allocated from again "
+                           "on the list")
 
     def mi_op_done(self, t: Any) -> None:
         if t is None or t.mimalloc is None:

@@ -676,14 +676,16 @@ class QsbrPageHooks(MiHooks):
             if page.used != 0:
                 # allocated from at some point after the delayed free
                 self.page_clear_qsbr(page)
+                rt.stats["qsbr_pages_dropped_reused"] += 1
             else:
                 if not await _qsbr.poll(t.qsbr, page.qsbr_goal):
-                    return
+                    break
                 self.page_clear_qsbr(page)
                 await page_free(page, page_queue_of(page), False)
                 rt.stats["qsbr_pages_freed"] += 1
             node = nxt
             nxt = mem.load_u64(node + LLIST_NEXT)
+        rt.observer.qsbr_page_list_walked(t)
 
     async def page_is_safe_to_free(self, page: "Page") -> bool:
         """`_PyMem_mi_page_is_safe_to_free` (reclaim of an abandoned all-free page): only once
