@@ -114,3 +114,23 @@ def test_a_foreign_list_is_the_old_behaviour_and_quiet_under_3_14():
     r = run(get("qsbr-page-foreign"), Config(version="3.14"))
     assert r.ok, r.violation
     assert r.stats["qsbr_pages_deferred"] >= 1
+
+
+def test_fires_on_a_reused_page_left_first_on_the_list_after_a_walk():
+    def breakage(t, page, mem):
+        page.used += 1                  # as if allocated from again and left there by the walk
+        oracle = PageListOracle(t.rt)
+        try:
+            oracle.qsbr_page_list_walked(t)
+        finally:
+            page.used -= 1
+    e = _with_a_waiting_page(lambda t, page, mem: None)
+    assert e is None
+    with pytest.raises(ViolationError, match=r"still first on a:main's QSBR page list after"):
+        _with_a_waiting_page(breakage)
+
+
+def test_the_walk_drops_a_listed_page_allocated_from_again():
+    r = run(get("qsbr-page-small-reuse"), Config(version="main"), Random(3), execution=0)
+    assert r.ok, r.violation
+    assert r.stats["qsbr_pages_dropped_reused"] >= 1, "the walk meets the reused listed page"
