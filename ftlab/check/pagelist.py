@@ -9,7 +9,8 @@ every link and unlink and whenever a thread completes a mimalloc operation:
 - each list is well formed: following `next` comes back to the sentinel, reaching only page
   records' `qsbr_node`s, and the links are symmetric (`node.next.prev == node`, the sentinel's
   `prev` is the last node);
-- a page is on at most one list, and a page on a list has a goal (`qsbr_goal != 0`) and a heap;
+- a page is on at most one list, and a page on a list has a goal (`qsbr_goal != 0`, the same in
+  memory as in the model's mirror) and a heap;
 - under CPython main (gh-145615) also: a page is only on its owner's list (the thread of the
   page's heap: only the owner walks its list and frees the pages on it, so a page on another
   thread's list would be freed by a thread that does not own its heap), and an all-free page
@@ -158,6 +159,10 @@ class PageListOracle(Observer):
                 on_list[page] = ts
                 if page.qsbr_goal == 0:
                     self._fail(f"page {page!r} is on {who}'s QSBR page list without a goal")
+                goal = self._load(page.qsbr_node_addr + 16, f"qsbr_goal of {page!r}")
+                if goal != page.qsbr_goal:
+                    self._fail(f"page {page!r} on {who}'s QSBR page list: qsbr_goal in memory is "
+                               f"{goal}, its mirror {page.qsbr_goal}")
                 heap = page.heap
                 if heap is None:
                     self._fail(f"page {page!r} is on {who}'s QSBR page list but in no heap")

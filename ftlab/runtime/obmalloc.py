@@ -120,7 +120,8 @@ from ftlab.runtime.llist import (
     LLIST_NEXT, llist_empty, llist_insert_tail, llist_nodes_raw, llist_remove)
 from ftlab.runtime.mimalloc.init import MiHooks
 from ftlab.runtime.mimalloc.segment import HeapIntegrityError
-from ftlab.runtime.mimalloc.page import page_block_size, page_free, page_unfull
+from ftlab.runtime.mimalloc.page import (
+    page_block_size, page_free, page_qsbr_goal, page_set_qsbr_goal, page_unfull)
 from ftlab.runtime.mimalloc.page_queue import IN_FULL, page_queue_of
 from ftlab.runtime.mimalloc.types import HEAP_TAG_COUNT, MI_SEGMENT_ALIGN, MI_SEGMENT_OFFSET_SLICES
 from ftlab.runtime.mimalloc.visit import abandoned_pool_visit_blocks, heap_visit_blocks
@@ -616,7 +617,7 @@ class QsbrPageHooks(MiHooks):
     def page_clear_qsbr(self, page: "Page") -> None:
         """`_PyMem_mi_page_clear_qsbr`: forget the goal and leave the list (the page is being
         reused, or freed)."""
-        page.qsbr_goal = 0
+        page_set_qsbr_goal(page, 0)
         self.page_unlink_qsbr(page)
 
     # -- the hooks --
@@ -630,14 +631,15 @@ class QsbrPageHooks(MiHooks):
             await page_free(page, pq, force)
             return True
         t = self._current()
-        if page.qsbr_goal != 0 and await _qsbr.goal_reached(t.qsbr, page.qsbr_goal):
+        goal = page_qsbr_goal(page)
+        if goal != 0 and await _qsbr.goal_reached(t.qsbr, goal):
             self.page_clear_qsbr(page)
             await page_free(page, pq, force)
             rt.stats["qsbr_pages_freed"] += 1
             return True
         self.page_clear_qsbr(page)
         page.retire_expire = 0
-        page.qsbr_goal = await _page_goal(t, page)
+        page_set_qsbr_goal(page, await _page_goal(t, page))
         owner = t
         if _gh145615(rt):
             # The page may be another thread's: with the world stopped the GC processes
@@ -678,7 +680,7 @@ class QsbrPageHooks(MiHooks):
                 self.page_clear_qsbr(page)
                 rt.stats["qsbr_pages_dropped_reused"] += 1
             else:
-                if not await _qsbr.poll(t.qsbr, page.qsbr_goal):
+                if not await _qsbr.poll(t.qsbr, page_qsbr_goal(page)):
                     break
                 self.page_clear_qsbr(page)
                 await page_free(page, page_queue_of(page), False)
@@ -692,11 +694,12 @@ class QsbrPageHooks(MiHooks):
         its goal is reached (the cached `rd_seq`, no scan)."""
         assert page.used == 0 and not page.qsbr_linked, (
             "a reclaimed page asked about is not all free, or is still on a QSBR page list")
-        if page.use_qsbr and page.qsbr_goal != 0 and not self.rt.mutated("reclaim-ignores-goal"):
+        goal = page_qsbr_goal(page) if page.use_qsbr else 0
+        if goal != 0 and not self.rt.mutated("reclaim-ignores-goal"):
             t = self._current()
             if t is None or t.qsbr is None:
                 return False
-            return await _qsbr.goal_reached(t.qsbr, page.qsbr_goal)
+            return await _qsbr.goal_reached(t.qsbr, goal)
         if page.use_qsbr and self.rt.config.abandoned_page_goal:
             # The proposed fix: goal 0 here means the page was emptied by cross-thread frees,
             # which have no QSBR hook, so no grace period has started. A reader may hold a
@@ -704,7 +707,7 @@ class QsbrPageHooks(MiHooks):
             # this collect) and keep the page until it ends.
             t = self._current()
             if t is not None and t.qsbr is not None:
-                page.qsbr_goal = await _page_goal(t, page)
+                page_set_qsbr_goal(page, await _page_goal(t, page))
                 self.rt.stats["qsbr_abandoned_pages_given_goal"] += 1
                 if self.rt.machine.trace is not None:
                     self.rt.machine.record(
@@ -716,7 +719,7 @@ class QsbrPageHooks(MiHooks):
     def page_reclaimed(self, page: "Page") -> None:
         """`_PyMem_mi_page_reclaimed`: a page reclaimed with a goal keeps waiting, on the
         reclaiming thread's list, if it is all free; one with live blocks loses its goal."""
-        if page.qsbr_goal != 0:
+        if page_qsbr_goal(page) != 0:
             if page.used == 0:
                 assert not page.qsbr_linked, "a reclaimed all-free page is still on a QSBR page list"
                 page.retire_expire = 0

@@ -134,3 +134,10 @@ def test_the_walk_drops_a_listed_page_allocated_from_again():
     r = run(get("qsbr-page-small-reuse"), Config(version="main"), Random(3), execution=0)
     assert r.ok, r.violation
     assert r.stats["qsbr_pages_dropped_reused"] >= 1, "the walk meets the reused listed page"
+
+
+def test_fires_on_a_goal_in_memory_that_differs_from_the_mirror():
+    def breakage(t, page, mem):
+        mem.raw_store(page.qsbr_node_addr + 16, 8, page.qsbr_goal + 2, Tag.META)
+    e = _with_a_waiting_page(breakage)
+    assert e is not None and "qsbr_goal in memory" in e.message

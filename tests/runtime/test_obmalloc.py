@@ -758,8 +758,10 @@ def test_the_page_list_words_have_timeline_names():
         out["node"] = namer.name(page.qsbr_node_addr)
         out["prev"] = namer.name(page.qsbr_node_addr + 8)
         out["head"] = namer.name(t.mimalloc.page_list)
+        out["goal"] = namer.name(page.qsbr_node_addr + 16)
 
     rt.run_main(main)
     assert out["node"].startswith("page(seg 0, slice ") and out["node"].endswith(".qsbr_node.next")
     assert out["prev"].endswith(".qsbr_node.prev")
     assert out["head"].endswith(".mimalloc.page_list.next") and out["head"].startswith("tstate#")
+    assert out["goal"].endswith(".qsbr_goal")

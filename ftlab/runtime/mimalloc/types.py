@@ -322,6 +322,11 @@ class MiBuild:
         return self.page_offset_xthread_free + _MI_PAGE_LINKS_SIZE
 
     @property
+    def page_offset_qsbr_goal(self) -> int:
+        """`offsetof(mi_page_t, qsbr_goal)` (CPython FT): after the two words of `qsbr_node`."""
+        return self.page_offset_qsbr_node + 2 * MI_INTPTR_SIZE
+
+    @property
     def heap_offset_thread_delayed_free(self) -> int:
         """`offsetof(mi_heap_t, thread_delayed_free)`: 2840, or 2848 with padding."""
         return (MI_INTPTR_SIZE + self.pages_direct * MI_INTPTR_SIZE
@@ -399,7 +404,8 @@ class Page:
     point back to it. Differences from the C struct: `slice_offset` counts entries, not bytes;
     `flags` is the `full_aligned` byte (bit 0 `in_full`, bit 1 `has_aligned`); `keys` are two
     fields; `heap` mirrors `xheap` (which is in memory at `xheap_addr`); `xthread_free` exists
-    only in memory (at `tf_addr`); `qsbr_goal` is CPython's FT field; its `qsbr_node` (the
+    only in memory (at `tf_addr`); `qsbr_goal` (CPython FT) is in memory after the node and
+    mirrored here (written together by `page_set_qsbr_goal`); its `qsbr_node` (the
     links of a thread's QSBR page list) exists only in memory (at `qsbr_node_addr`: `next`,
     then `prev`), and `qsbr_linked` reads `next != NULL` there without reporting the access
     (for checks and tests; the runtime reads it with a plain load).
