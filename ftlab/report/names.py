@@ -310,7 +310,11 @@ class Namer(Observer):
             i, poff = divmod(off - MI_SEGMENT_OFFSET_SLICES, mi.sizeof_page)
             if i <= (mi.sizeof_segment - MI_SEGMENT_OFFSET_SLICES) // mi.sizeof_page:
                 field = {build.page_offset_xthread_free: "xthread_free",
-                         build.page_offset_xheap: "xheap"}.get(poff)
+                         build.page_offset_xheap: "xheap",
+                         # QSBR page lists (pycore_llist.h)
+                         build.page_offset_qsbr_node: "qsbr_node.next",
+                         build.page_offset_qsbr_node + 8: "qsbr_node.prev",
+                         build.page_offset_qsbr_goal: "qsbr_goal"}.get(poff)
                 where = f"page({seg}, slice {i})"
                 return f"{where}.{field}" if field else f"{where}+{poff}"
             return f"segment({seg}) data+{off:#x}"

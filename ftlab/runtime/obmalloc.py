@@ -62,10 +62,12 @@ Invariants (reference §1.3): a QSBR page reaches `page_free` only all free with
 abandoned pages, which are unlinked and keep their goal (I3); allocating from a page clears its
 goal (I4). The `premature-reuse` oracle (`ftlab.check.reuse`) checks the consequence on memory.
 
-Where the model differs from C: the chunk list and the page lists are Python lists/dicts (C's
-intrusive `llist_node`s), while the chunks' indices and items are in simulated memory (plain
-accesses, seen by the race detector). The page list of thread `t` lives in the hooks
-(`QsbrPageHooks.page_list(t)`), not in `t.mimalloc`. C 3.13.0 passes no size to
+Where the model differs from C: the chunk list is a Python list (C's intrusive `llist_node`s),
+while the chunks' indices and items are in simulated memory (plain accesses, seen by the race
+detector). The page lists are as in C: each page's `qsbr_node` is in its page record and each
+thread's sentinel `mimalloc.page_list` in its thread state, linked and walked with the plain
+accesses of `pycore_llist.h` (`ftlab.runtime.llist`), so a thread that touches a list it does
+not own without the stop-the-world is a data race; `QsbrPageHooks.page_list(t)` reads one raw. C 3.13.0 passes no size to
 `_PyMem_FreeDelayed`; the model takes one anyway, for the statistics. A chunk allocation never
 fails, so the stop-the-world fallback of `free_delayed` is not modelled; nor is
 `_PyMem_ProcessDelayedNoDealloc` (the GC's variant).
@@ -85,8 +87,7 @@ reused while listed (allocated from again, `used > 0`) loses its goal. Taken lit
 would keep a stale goal on such a page, so its next `_PyMem_mi_page_maybe_free` could free
 it at that old goal while a lock-free reader still holds a block freed since; modelling it
 needs the fixed `page.c`/`obmalloc.c`. The `page-list`
-oracle (`ftlab.check.pagelist`) checks the lists through the `qsbr_page_linked` and
-`qsbr_page_unlinked` events.
+oracle (`ftlab.check.pagelist`) walks the lists in memory.
 
 Block counting (`get_num_global_allocated_blocks`, `sys.getallocatedblocks()`, gh-115184)
 -----------------------------------------------------------------------------------------
@@ -115,10 +116,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ftlab.runtime import qsbr as _qsbr
+from ftlab.runtime.llist import (
+    LLIST_NEXT, llist_empty, llist_insert_tail, llist_nodes_raw, llist_remove)
 from ftlab.runtime.mimalloc.init import MiHooks
-from ftlab.runtime.mimalloc.page import page_block_size, page_free, page_unfull
+from ftlab.runtime.mimalloc.segment import HeapIntegrityError
+from ftlab.runtime.mimalloc.page import (
+    page_block_size, page_free, page_qsbr_goal, page_set_qsbr_goal, page_unfull)
 from ftlab.runtime.mimalloc.page_queue import IN_FULL, page_queue_of
-from ftlab.runtime.mimalloc.types import HEAP_TAG_COUNT
+from ftlab.runtime.mimalloc.types import HEAP_TAG_COUNT, MI_SEGMENT_ALIGN, MI_SEGMENT_OFFSET_SLICES
 from ftlab.runtime.mimalloc.visit import abandoned_pool_visit_blocks, heap_visit_blocks
 from ftlab.sim.atomics import RELAXED
 from ftlab.sim.memory import Tag
@@ -558,6 +563,19 @@ async def fini_delayed(t: "ThreadState") -> None:
 # ---------------------------------------------------------------------------------------------
 # Delayed page reuse: the hooks CPython's mimalloc calls
 
+def page_of_qsbr_node(mi, node: int) -> "Page":
+    """`llist_data(node, mi_page_t, qsbr_node)`: the page record whose `qsbr_node` is at
+    `node` (its segment's `slices[]` entry)."""
+    base = node & ~(MI_SEGMENT_ALIGN - 1)
+    segment = mi.segments.get(base)
+    i = (node - base - MI_SEGMENT_OFFSET_SLICES) // mi.sizeof_page
+    page = segment.slices[i] if segment is not None and 0 <= i < len(segment.slices) else None
+    if page is None or page.qsbr_node_addr != node:
+        raise HeapIntegrityError(f"a QSBR page list links {node:#x}, which is not the "
+                                 "qsbr_node of a page record")
+    return page
+
+
 class QsbrPageHooks(MiHooks):
     """`_PyMem_mi_page_clear_qsbr`, `_PyMem_mi_page_is_safe_to_free`,
     `_PyMem_mi_page_maybe_free`, `_PyMem_mi_page_reclaimed`, `_PyMem_mi_heap_collect_qsbr`
@@ -567,42 +585,43 @@ class QsbrPageHooks(MiHooks):
     def __init__(self, state: ObmallocState) -> None:
         self.state = state
         self.rt = state.rt
-        # `tstate->mimalloc.page_list` of each thread state: insertion-ordered (FIFO by goal)
-        self.page_lists: dict[ThreadState, dict[Page, None]] = {}
-        # the list a linked page is on (C's `qsbr_node` links)
-        self.home: dict[Page, dict[Page, None]] = {}
+        self.mem = state.rt.mem
 
     def _current(self) -> "ThreadState":
         return self.rt.mimalloc.tld_of_current().tstate
 
     def page_list(self, t: "ThreadState") -> list["Page"]:
-        """Thread `t`'s waiting pages, oldest first (for tests and reports)."""
-        return list(self.page_lists.get(t, ()))
+        """Thread `t`'s waiting pages, oldest first, read raw from its list in memory (for
+        oracles, tests and reports: not an access of the run)."""
+        if t.mimalloc is None or not t.mimalloc.page_list:
+            return []
+        mi = self.rt.mimalloc
+        return [page_of_qsbr_node(mi, n) for n in llist_nodes_raw(self.mem, t.mimalloc.page_list)]
 
-    # -- list links --
+    # -- list links (pycore_llist.h over the pages' `qsbr_node` and the thread's sentinel) --
 
     def _link(self, t: "ThreadState", page: "Page") -> None:
-        assert not page.qsbr_linked and page.qsbr_goal != 0, "a linked page has a goal"
-        plist = self.page_lists.setdefault(t, {})
-        plist[page] = None                  # llist_insert_tail
-        self.home[page] = plist
-        page.qsbr_linked = True
+        """`llist_insert_tail(&tstate->mimalloc.page_list, &page->qsbr_node)`."""
+        if page.qsbr_goal == 0 or self.mem.raw_load(page.qsbr_node_addr, 8) != 0:
+            raise HeapIntegrityError(
+                f"page {page!r} put on {t.name}'s QSBR page list while already linked or "
+                f"without a goal (goal {page.qsbr_goal})")
+        llist_insert_tail(self.mem, t.mimalloc.page_list, page.qsbr_node_addr)
         self.rt.observer.qsbr_page_linked(t, page)
         self.state._pages(1, page.capacity * page_block_size(page))
 
     def page_unlink_qsbr(self, page: "Page") -> None:
-        """`llist_remove(&page->qsbr_node)` (`_mi_page_abandon` keeps the goal)."""
-        if page.qsbr_linked:
-            plist = self.home.pop(page)
-            del plist[page]
-            page.qsbr_linked = False
+        """`if (page->qsbr_node.next != NULL) llist_remove(&page->qsbr_node)` (also
+        `_mi_page_abandon`'s unlink, which keeps the goal)."""
+        if self.mem.load_u64(page.qsbr_node_addr) != 0:
+            llist_remove(self.mem, page.qsbr_node_addr)
             self.rt.observer.qsbr_page_unlinked(page)
             self.state._pages(-1, -(page.capacity * page_block_size(page)))
 
     def page_clear_qsbr(self, page: "Page") -> None:
         """`_PyMem_mi_page_clear_qsbr`: forget the goal and leave the list (the page is being
         reused, or freed)."""
-        page.qsbr_goal = 0
+        page_set_qsbr_goal(page, 0)
         self.page_unlink_qsbr(page)
 
     # -- the hooks --
@@ -616,14 +635,15 @@ class QsbrPageHooks(MiHooks):
             await page_free(page, pq, force)
             return True
         t = self._current()
-        if page.qsbr_goal != 0 and await _qsbr.goal_reached(t.qsbr, page.qsbr_goal):
+        goal = page_qsbr_goal(page)
+        if goal != 0 and await _qsbr.goal_reached(t.qsbr, goal):
             self.page_clear_qsbr(page)
             await page_free(page, pq, force)
             rt.stats["qsbr_pages_freed"] += 1
             return True
         self.page_clear_qsbr(page)
         page.retire_expire = 0
-        page.qsbr_goal = await _page_goal(t, page)
+        page_set_qsbr_goal(page, await _page_goal(t, page))
         owner = t
         if _gh145615(rt):
             # The page may be another thread's: with the world stopped the GC processes
@@ -648,32 +668,42 @@ class QsbrPageHooks(MiHooks):
         if not heap.page_use_qsbr:
             return
         t = self._current()
-        plist = self.page_lists.get(t)
-        if not plist:
+        mem = self.mem
+        head = t.mimalloc.page_list
+        if llist_empty(mem, head):
             return
         rt = self.rt
-        while plist:
-            page = next(iter(plist))
+        mi = rt.mimalloc
+        # llist_for_each_safe: the next node is read before the current one is unlinked
+        node = mem.load_u64(head + LLIST_NEXT)
+        nxt = mem.load_u64(node + LLIST_NEXT)
+        while node != head:
+            page = page_of_qsbr_node(mi, node)
             if page.used != 0:
                 # allocated from at some point after the delayed free
                 self.page_clear_qsbr(page)
-                continue
-            if not await _qsbr.poll(t.qsbr, page.qsbr_goal):
-                return
-            self.page_clear_qsbr(page)
-            await page_free(page, page_queue_of(page), False)
-            rt.stats["qsbr_pages_freed"] += 1
+                rt.stats["qsbr_pages_dropped_reused"] += 1
+            else:
+                if not await _qsbr.poll(t.qsbr, page_qsbr_goal(page)):
+                    break
+                self.page_clear_qsbr(page)
+                await page_free(page, page_queue_of(page), False)
+                rt.stats["qsbr_pages_freed"] += 1
+            node = nxt
+            nxt = mem.load_u64(node + LLIST_NEXT)
+        rt.observer.qsbr_page_list_walked(t)
 
     async def page_is_safe_to_free(self, page: "Page") -> bool:
         """`_PyMem_mi_page_is_safe_to_free` (reclaim of an abandoned all-free page): only once
         its goal is reached (the cached `rd_seq`, no scan)."""
         assert page.used == 0 and not page.qsbr_linked, (
             "a reclaimed page asked about is not all free, or is still on a QSBR page list")
-        if page.use_qsbr and page.qsbr_goal != 0 and not self.rt.mutated("reclaim-ignores-goal"):
+        goal = page_qsbr_goal(page) if page.use_qsbr else 0
+        if goal != 0 and not self.rt.mutated("reclaim-ignores-goal"):
             t = self._current()
             if t is None or t.qsbr is None:
                 return False
-            return await _qsbr.goal_reached(t.qsbr, page.qsbr_goal)
+            return await _qsbr.goal_reached(t.qsbr, goal)
         if page.use_qsbr and self.rt.config.abandoned_page_goal:
             # The proposed fix: goal 0 here means the page was emptied by cross-thread frees,
             # which have no QSBR hook, so no grace period has started. A reader may hold a
@@ -681,7 +711,7 @@ class QsbrPageHooks(MiHooks):
             # this collect) and keep the page until it ends.
             t = self._current()
             if t is not None and t.qsbr is not None:
-                page.qsbr_goal = await _page_goal(t, page)
+                page_set_qsbr_goal(page, await _page_goal(t, page))
                 self.rt.stats["qsbr_abandoned_pages_given_goal"] += 1
                 if self.rt.machine.trace is not None:
                     self.rt.machine.record(
@@ -693,7 +723,7 @@ class QsbrPageHooks(MiHooks):
     def page_reclaimed(self, page: "Page") -> None:
         """`_PyMem_mi_page_reclaimed`: a page reclaimed with a goal keeps waiting, on the
         reclaiming thread's list, if it is all free; one with live blocks loses its goal."""
-        if page.qsbr_goal != 0:
+        if page_qsbr_goal(page) != 0:
             if page.used == 0:
                 assert not page.qsbr_linked, "a reclaimed all-free page is still on a QSBR page list"
                 page.retire_expire = 0

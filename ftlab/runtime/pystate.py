@@ -35,6 +35,7 @@ from ftlab.runtime.mimalloc import init as _mi
 from ftlab.runtime.mimalloc.alloc import heap_malloc as _mi_heap_malloc
 from ftlab.runtime.mimalloc.free import mi_free as _mi_free
 from ftlab.runtime.mimalloc.types import HeapTag
+from ftlab.runtime.llist import llist_init
 from ftlab.runtime.observer import Observer, Observers
 from ftlab.runtime.pylifecycle import Finalization, Phase, hangs_at_shutdown
 from ftlab.sim.atomics import RELAXED, SEQ_CST
@@ -484,7 +485,10 @@ class ThreadState:
         rt.tstates_made += 1
         rt.name_struct(self.block, TSTATE_SIZE, f"tstate#{rt.tstates_made}",
                        {STATE_OFFSET: "state", EVAL_BREAKER_OFFSET: "eval_breaker",
-                        MIMALLOC_INITIALIZED_OFFSET: "mimalloc.initialized"})
+                        MIMALLOC_INITIALIZED_OFFSET: "mimalloc.initialized",
+                        # QSBR page lists: the sentinel of this thread's list (obmalloc.py)
+                        PAGE_LIST_OFFSET: "mimalloc.page_list.next",
+                        PAGE_LIST_OFFSET + 8: "mimalloc.page_list.prev"})
         self.qsbr: qsbr.QsbrThreadState | None = None
         self.tid = self.block
         self.brc = brc.BrcThreadState()
@@ -503,6 +507,9 @@ class ThreadState:
         """Per-thread runtime state, before the thread's first step (`_PyThreadState_Bind`)."""
         brc.init_thread(self)
         self.mimalloc = _mi.tstate_mimalloc_bind(self.rt.mimalloc, self)   # tstate_mimalloc_bind
+        # ... which also does `llist_init(&mts->page_list)`: the QSBR page list's sentinel
+        self.mimalloc.page_list = self.block + PAGE_LIST_OFFSET
+        llist_init(self.mem, self.mimalloc.page_list)
         # ... which ends with `_Py_atomic_store_int(&mts->initialized, 1)`: the GC visits a
         # thread's heaps only once it reads this (gc_visit_heaps). Not a scheduling point: the
         # whole bind is one step, so the GC sees either none of it or all of it.
@@ -798,7 +805,8 @@ STATE_NAMES = ("detached", "attached", "suspended")
 STATE_OFFSET = 0            # int state
 EVAL_BREAKER_OFFSET = 8     # uintptr_t eval_breaker
 MIMALLOC_INITIALIZED_OFFSET = 16    # int mimalloc.initialized (_PyThreadStateImpl)
-TSTATE_SIZE = 24
+PAGE_LIST_OFFSET = 24       # struct llist_node mimalloc.page_list (QSBR page lists)
+TSTATE_SIZE = 40
 
 # Eval-breaker event bits (`_PY_*_BIT`); the low 8 bits are events.
 GIL_DROP_REQUEST_BIT = 1 << 0

@@ -20,9 +20,17 @@ replaces it and drops it: the page empties and waits on the writer's list. The w
 allocates a second item of that class and drops it too, then allocates another size class.
 The second allocation reuses the listed page through `_mi_page_free_collect` (which clears its
 QSBR state) or finds it freed by `_PyMem_mi_heap_collect_qsbr`. Mutation `no-page-delay`: the
-page is freed while the reader may hold the item. Not reached (pages area, issue 9): a listed
-page allocated from through its `free` list without a collect, so that
-`_PyMem_mi_heap_collect_qsbr` meets it with `used > 0`.
+page is freed while the reader may hold the item. A listed page allocated from again is
+`qsbr-page-small-reuse`'s.
+
+`qsbr-page-small-reuse`: as `qsbr-page-reuse` with 1 KiB items (the largest class with a
+direct page pointer, 64 to a small page; the page is filled with bare blocks): the writer's
+second item is taken from the listed page through `heap->pages_free_direct`
+(`_mi_page_malloc`), which neither collects nor clears the goal, so the page stays listed with
+a block in use; the writer then allocates a class with no page, and the fresh-page path walks
+its list (`_PyMem_mi_heap_collect_qsbr`), which must drop the reused page (the `page-list`
+oracle checks the walk's result). Mutation `no-page-delay`: the emptied page is freed at once
+and the filler's page is carved over the reader's item.
 """
 
 from __future__ import annotations
@@ -149,4 +157,59 @@ QSBR_PAGE_REUSE = Scenario(
 )
 
 
-SCENARIOS = (QSBR_PAGE_FOREIGN, QSBR_PAGE_REUSE)
+# ---------------------------------------------------------------------------------------------
+# qsbr-page-small-reuse (issue 9 item 5): a listed page allocated from again, met by the walk
+
+SMALL_ITEM = PyType("SmallItem", basicsize=1024)    # the largest class with a direct page
+SMALL_PER_PAGE = (64 << 10) // 1024                 # a 64 KiB small page
+
+
+async def _small_reuse_writer(t) -> None:
+    from ftlab.scenarios.refcount import _new_item, _replace
+    s = t.shared
+    # fill a page and start a second one, then free one block of the first (which leaves the
+    # full queue): two pages in the class's queue, so the second, once empty, is not kept as
+    # the queue's only page (`retire_expire`) but waits for a goal on our list
+    # (bare blocks of the OBJECT heap, where the items go: cheaper than objects)
+    keep = [await object_malloc(t, SMALL_ITEM.basicsize, HeapTag.OBJECT)
+            for _ in range(SMALL_PER_PAGE)]
+    s.old = await _new_item(t, SMALL_ITEM, 1)
+    await object_free(t, keep.pop())
+    await t.mem.store(s.addr, s.old, 8, SEQ_CST)
+    reader = await t.spawn(_reuse_reader, name="reader")
+    await t.decref(await _replace(t, s, 0))     # the page empties: it waits on our list
+    # the next item of the class comes from the listed page through the heap's direct page
+    # pointer (`_mi_page_malloc`): no collect, so the page stays listed with its goal
+    s.new = await _new_item(t, SMALL_ITEM, 2)
+    # a class with no page yet: a fresh page is needed, so `_PyMem_mi_heap_collect_qsbr` walks
+    # our list and meets the listed page with a block in use (it drops it from the list)
+    filler = await t.new_object(FILLER)
+    await _replace(t, s, s.new)                 # the slot was empty: nothing to drop
+    await t.decref(await _replace(t, s, 0))
+    await t.periodic_check()
+    await t.decref(filler)
+    await t.join(reader)
+    for p in keep:
+        await object_free(t, p)
+
+
+def _small_reuse_setup(rt) -> None:
+    from ftlab.scenarios.refcount import _slot_setup
+    _slot_setup(SMALL_ITEM, SMALL_ITEM)(rt)
+
+
+QSBR_PAGE_SMALL_REUSE = Scenario(
+    name="qsbr-page-small-reuse",
+    description="a small page waiting on a QSBR list is allocated from again through the "
+                "heap's direct page pointer and met by the list walk with a block in use, "
+                "while a lock-free reader may hold its first item",
+    threads=(("writer", _small_reuse_writer),),
+    setup=_small_reuse_setup,
+    mutations={"no-page-delay": ("premature-reuse", "use-after-free", "resurrection")},
+    config={"version": "main"},
+    versions=("main",),
+    pct_steps=60,
+)
+
+
+SCENARIOS = (QSBR_PAGE_FOREIGN, QSBR_PAGE_REUSE, QSBR_PAGE_SMALL_REUSE)

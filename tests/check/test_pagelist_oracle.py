@@ -1,118 +1,84 @@
-"""The `page-list` oracle (ftlab.check.pagelist): hand-made broken list states and the two
-gh-145615 mutations make it fire; faithful runs that defer pages keep it quiet."""
+"""The `page-list` oracle (ftlab.check.pagelist): hand-made broken lists in simulated memory and
+the two gh-145615 mutations make it fire; faithful runs that defer pages keep it quiet."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import pytest
 
 from ftlab import Config
 from ftlab.check.pagelist import PageListOracle
 from ftlab.explore.execute import run
-from ftlab.runtime.mimalloc.page_queue import IN_FULL
+from ftlab.runtime.llist import LLIST_NEXT, LLIST_PREV
+from ftlab.runtime.mimalloc.segment import segment_page_of
+from ftlab.runtime.mimalloc.types import HeapTag
+from ftlab.runtime.pystate import Runtime
 from ftlab.scenarios import get
 from ftlab.sim import Random
+from ftlab.sim.memory import Tag
 from ftlab.sim.violation import ViolationError
 
 
-class _Ns(SimpleNamespace):
-    """A namespace hashed by identity, as the runtime's `Page` objects are."""
-    __hash__ = object.__hash__
-    __eq__ = object.__eq__
+def _with_a_waiting_page(breakage, version: str = "main"):
+    """Run one thread that defers an OBJECT page (it waits on the thread's list), then applies
+    `breakage(t, page, mem)` to the list in memory and returns what the oracle says."""
+    rt = Runtime(Config(version=version))
+    oracle = PageListOracle(rt)         # not an observer: called by hand below
+    out = {}
 
+    async def main(t):
+        heap = t.mimalloc.heaps[HeapTag.OBJECT]
+        p = await heap.malloc(48)
+        await t.free(p)
+        await heap.collect(False)       # the only page of its size: retired, then deferred
+        seg = rt.mimalloc.segments[p & ~((32 << 20) - 1)]
+        page = segment_page_of(seg, p)
+        out["before"] = oracle.check_lists()
+        breakage(t, page, rt.mem)
+        try:
+            oracle.sweep(t)
+        except ViolationError as e:
+            out["error"] = e
+        out["t"], out["page"] = t, page
 
-def _thread(label: str, pages=()):
-    """A thread state with one heap whose single queue holds `pages` (linked by `next`)."""
-    t = SimpleNamespace(vt=SimpleNamespace(label=label))
-    for a, b in zip(pages, pages[1:]):
-        a.next = b
-    if pages:
-        pages[-1].next = None
-    heap = SimpleNamespace(deleted=False, pages=[SimpleNamespace(first=pages[0] if pages else None)],
-                           tld=SimpleNamespace(tstate=t))
-    for p in pages:
-        p.heap = heap
-    t.mimalloc = SimpleNamespace(heaps=[heap])
-    return t
-
-
-def _page(goal: int = 5, used: int = 0, flags: int = 0):
-    return _Ns(qsbr_goal=goal, used=used, flags=flags, heap=None, next=None)
-
-
-def _oracle(version: str = "main") -> PageListOracle:
-    return PageListOracle(SimpleNamespace(mimalloc=None, config=Config(version=version)))
+    rt.run_main(main)
+    assert out["before"] == {out["page"]: out["t"]}, "the deferred page waits on its owner's list"
+    return out.get("error")
 
 
 def test_quiet_on_a_consistent_list():
-    o = _oracle()
-    p, q = _page(), _page(goal=0, used=1)
-    t = _thread("a", [p, q])
-    o.qsbr_page_linked(t, p)
-    o.sweep(t)
-    o.qsbr_page_unlinked(p)
-    p.qsbr_goal = 0
-    o.sweep(t)
+    assert _with_a_waiting_page(lambda t, page, mem: None) is None
 
 
-def test_fires_on_a_page_linked_twice():
-    o = _oracle()
-    p = _page()
-    t = _thread("a", [p])
-    o.qsbr_page_linked(t, p)
-    with pytest.raises(ViolationError, match="while it is on a's"):
-        o.qsbr_page_linked(t, p)
+def test_fires_on_asymmetric_links():
+    def breakage(t, page, mem):
+        mem.raw_store(page.qsbr_node_addr + LLIST_PREV, 8, page.qsbr_node_addr, Tag.META)
+    e = _with_a_waiting_page(breakage)
+    assert e is not None and e.kind == "page-list" and "qsbr_node.prev" in e.message
+    assert "a:main's QSBR page list" in e.message
 
 
-def test_fires_on_a_page_linked_without_a_goal():
-    o = _oracle()
-    p = _page(goal=0)
-    with pytest.raises(ViolationError, match="without a goal"):
-        o.qsbr_page_linked(_thread("a", [p]), p)
+def test_fires_on_a_list_that_does_not_come_back_to_its_sentinel():
+    def breakage(t, page, mem):
+        mem.raw_store(page.qsbr_node_addr + LLIST_NEXT, 8, 0, Tag.META)
+    e = _with_a_waiting_page(breakage)
+    assert e is not None and "NULL next link" in e.message
 
 
-def test_fires_on_an_unlink_of_a_page_on_no_list():
-    with pytest.raises(ViolationError, match="not on"):
-        _oracle().qsbr_page_unlinked(_page())
+def test_fires_on_a_listed_page_that_lost_its_goal():
+    def breakage(t, page, mem):
+        page.qsbr_goal = 0              # cleared without leaving the list
+    e = _with_a_waiting_page(breakage)
+    assert e is not None and "on a:main's QSBR page list without a goal" in e.message
 
 
-@pytest.mark.parametrize("version", ["main", "3.14"])
-def test_a_foreign_list_fires_under_main_only(version):
-    o = _oracle(version)
-    p = _page()
-    _thread("b", [p])
-    a = _thread("a")
-    if version == "main":
-        with pytest.raises(ViolationError, match="not its owner's") as e:
-            o.qsbr_page_linked(a, p)
-        assert e.value.kind == "page-list"
-    else:
-        o.qsbr_page_linked(a, p)         # the pre-gh-145615 behaviour
-
-
-def test_a_page_deferred_in_the_full_queue_fires_under_main():
-    o = _oracle()
-    p = _page(flags=IN_FULL)
-    with pytest.raises(ViolationError, match="stranded"):
-        o.qsbr_page_linked(_thread("a", [p]), p)
-
-
-def test_sweep_fires_on_an_empty_page_with_a_goal_on_no_list():
-    o = _oracle()
-    p = _page()
-    with pytest.raises(ViolationError, match="on no page list"):
-        o.sweep(_thread("a", [p]))
-
-
-def test_sweep_fires_on_a_listed_page_that_lost_its_goal():
-    o = _oracle()
-    p = _page()
-    t = _thread("a", [p])
-    o.qsbr_page_linked(t, p)
-    p.qsbr_goal = 0                     # cleared without leaving the list
-    with pytest.raises(ViolationError, match="without a goal"):
-        o.sweep(t)
+def test_fires_on_an_all_free_page_with_a_goal_on_no_list():
+    def breakage(t, page, mem):     # unlinked by hand, the goal kept
+        head = t.mimalloc.page_list
+        for a, v in ((head, head), (head + 8, head), (page.qsbr_node_addr, 0),
+                     (page.qsbr_node_addr + 8, 0)):
+            mem.raw_store(a, 8, v, Tag.META)
+    e = _with_a_waiting_page(breakage)
+    assert e is not None and "on no page list" in e.message and "a:main's heap" in e.message
 
 
 @pytest.mark.parametrize("mutation,match", [
@@ -142,13 +108,36 @@ def test_the_fixed_page_waits_on_its_owners_list_out_of_the_full_queue():
     assert r.stats["qsbr_pages_deferred"] >= 1
 
 
-def test_sweep_fires_on_a_listed_page_left_in_the_full_queue_under_main():
-    from ftlab.runtime.mimalloc.types import MI_BIN_FULL
-    o = _oracle()
-    p = _page()
-    t = _thread("a", [p])
-    o.qsbr_page_linked(t, p)
-    heap = t.mimalloc.heaps[0]
-    heap.pages = [SimpleNamespace(first=None) for _ in range(MI_BIN_FULL)] + [heap.pages[0]]
-    with pytest.raises(ViolationError, match="stranded"):
-        o.sweep(t)
+
+
+def test_a_foreign_list_is_the_old_behaviour_and_quiet_under_3_14():
+    r = run(get("qsbr-page-foreign"), Config(version="3.14"))
+    assert r.ok, r.violation
+    assert r.stats["qsbr_pages_deferred"] >= 1
+
+
+def test_fires_on_a_reused_page_left_first_on_the_list_after_a_walk():
+    def breakage(t, page, mem):
+        page.used += 1                  # as if allocated from again and left there by the walk
+        oracle = PageListOracle(t.rt)
+        try:
+            oracle.qsbr_page_list_walked(t)
+        finally:
+            page.used -= 1
+    e = _with_a_waiting_page(lambda t, page, mem: None)
+    assert e is None
+    with pytest.raises(ViolationError, match=r"still first on a:main's QSBR page list after"):
+        _with_a_waiting_page(breakage)
+
+
+def test_the_walk_drops_a_listed_page_allocated_from_again():
+    r = run(get("qsbr-page-small-reuse"), Config(version="main"), Random(3), execution=0)
+    assert r.ok, r.violation
+    assert r.stats["qsbr_pages_dropped_reused"] >= 1, "the walk meets the reused listed page"
+
+
+def test_fires_on_a_goal_in_memory_that_differs_from_the_mirror():
+    def breakage(t, page, mem):
+        mem.raw_store(page.qsbr_node_addr + 16, 8, page.qsbr_goal + 2, Tag.META)
+    e = _with_a_waiting_page(breakage)
+    assert e is not None and "qsbr_goal in memory" in e.message

@@ -713,3 +713,55 @@ def test_fini_delayed_frees_what_is_left_on_the_interpreter_queue():
     assert out["left"] == 1
     assert out["freed"] == out["blocks"]
     assert rt.obmalloc.interp_queue.head == [] and rt.stats["delayed_items"] == 0
+
+
+def test_a_thread_touching_another_threads_page_list_without_the_stop_the_world_races():
+    """The QSBR page lists are plain memory protected by their owner: a (hand-made) thread
+    that unlinks a page from a list it does not own, with the world running, races with the
+    owner's link, and the race names the link word."""
+    from ftlab.report.names import Namer
+    rt = _runtime()
+    namer = Namer(rt)
+    out = {}
+
+    async def intruder(t):
+        while "page" not in out:        # no happens-before from the owner's link
+            await t.yield_now()
+        rt.obmalloc.hooks.page_unlink_qsbr(out["page"])
+
+    async def main(t):
+        b = await t.spawn(intruder, name="intruder")
+        p, page = await _defer_small_page(t)
+        out["page"] = page
+        out["head"] = t.mimalloc.page_list
+        await t.join(b)
+
+    with pytest.raises(ViolationError) as e:
+        rt.run_main(main)
+    assert e.value.kind == "data-race"
+    addr = int(e.value.message.split(" at ")[1].split()[0], 16)
+    page, head = out["page"], out["head"]
+    assert addr in (page.qsbr_node_addr, page.qsbr_node_addr + 8, head, head + 8)
+    name = namer.name(addr)
+    assert name.endswith(("qsbr_node.next", "qsbr_node.prev", "mimalloc.page_list.next",
+                          "mimalloc.page_list.prev")), name
+
+
+def test_the_page_list_words_have_timeline_names():
+    from ftlab.report.names import Namer
+    rt = _runtime()
+    namer = Namer(rt)
+    out = {}
+
+    async def main(t):
+        p, page = await _defer_small_page(t)
+        out["node"] = namer.name(page.qsbr_node_addr)
+        out["prev"] = namer.name(page.qsbr_node_addr + 8)
+        out["head"] = namer.name(t.mimalloc.page_list)
+        out["goal"] = namer.name(page.qsbr_node_addr + 16)
+
+    rt.run_main(main)
+    assert out["node"].startswith("page(seg 0, slice ") and out["node"].endswith(".qsbr_node.next")
+    assert out["prev"].endswith(".qsbr_node.prev")
+    assert out["head"].endswith(".mimalloc.page_list.next") and out["head"].startswith("tstate#")
+    assert out["goal"].endswith(".qsbr_goal")

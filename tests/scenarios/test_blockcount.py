@@ -43,8 +43,12 @@ def test_each_mutation_is_found_within_1000_schedules(mutation):
     sc = get("blockcount")
     r, n = first_detection(sc, mutation, 1000)
     assert r is not None, f"{mutation} not found within 1000 schedules"
-    assert r.violation.kind == ("ref-total" if mutation.startswith("reftotal")
-                                else "block-count"), str(r.violation)
+    # blockcount-no-stw: the unstopped walk collects c's pages, which writes their QSBR goal
+    # and page-list links (in simulated memory since the page lists moved there): the race
+    # detector may see that before the count is wrong
+    expected = {"ref-total"} if mutation.startswith("reftotal") else (
+        {"block-count", "data-race"} if mutation == "blockcount-no-stw" else {"block-count"})
+    assert r.violation.kind in expected, str(r.violation)
 
 
 @pytest.mark.slow

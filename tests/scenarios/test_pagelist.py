@@ -51,6 +51,7 @@ def test_each_mutation_is_found_within_1000_schedules(name, mutation):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)      # qsbr-page-small-reuse's 15,000 runs exceed pytest's 300 s
 @pytest.mark.parametrize("name", NAMES)
 def test_clean_under_10000_random_and_pct_schedules_and_dfs(name):
     sc = get(name)

@@ -99,9 +99,12 @@ class MiThreadState:
     """CPython's `struct _mimalloc_thread_state`: the tld, the four tagged heaps and the
     current object heap."""
 
-    __slots__ = ("tld", "heaps", "current_object_heap", "initialized")
+    __slots__ = ("tld", "heaps", "current_object_heap", "initialized", "page_list")
 
     def __init__(self, tld: Tld, heaps: list[Heap]) -> None:
+        # the address of the QSBR page list's sentinel `llist_node` (in the thread state's
+        # memory: `ThreadState.bind` sets it; 0 for a thread state that has none)
+        self.page_list = 0
         self.tld = tld
         self.heaps = heaps
         self.current_object_heap = heaps[HeapTag.OBJECT]

@@ -443,6 +443,19 @@ async def page_queue_append(heap: Heap, pq: PageQueue, append: PageQueue) -> int
 # ---------------------------------------------------------------------------------------------
 # Unfull, abandon, free and retire
 
+def page_set_qsbr_goal(page: Page, goal: int) -> None:
+    """`page->qsbr_goal = goal` (CPython FT): a plain store to the page record, which owner-only
+    code reads back through the mirror `page.qsbr_goal`; the reads another thread can make
+    (a reclaim of an abandoned page) load the word (`page_qsbr_goal`)."""
+    page.qsbr_goal = goal
+    page.segment.mi.mem.store_u64(page.qsbr_node_addr + 16, goal, Tag.META)
+
+
+def page_qsbr_goal(page: Page) -> int:
+    """A plain load of `page->qsbr_goal`."""
+    return page.segment.mi.mem.load_u64(page.qsbr_node_addr + 16)
+
+
 def page_unfull(page: Page) -> None:
     """`_mi_page_unfull`: move a page from the full queue back to the tail of its bin."""
     if not page.flags & IN_FULL:

@@ -621,7 +621,9 @@ def segment_page_clear(page: Page, tld: SegmentsTld) -> Page:
     page.next = None
     page.prev = None
     page.qsbr_goal = 0
-    page.qsbr_linked = False
+    mem.store_u64(page.qsbr_node_addr, 0, Tag.META)       # qsbr_node.next
+    mem.store_u64(page.qsbr_node_addr + 8, 0, Tag.META)   # qsbr_node.prev
+    mem.store_u64(page.qsbr_node_addr + 16, 0, Tag.META)  # qsbr_goal
     page.xblock_size = 1
     s = segment_span_free_coalesce(page, tld)
     segment.used -= 1
@@ -807,7 +809,7 @@ async def segment_check_free(segment: Segment, slices_needed: int, block_size: i
             await _page.page_free_collect(page, False)
             # CPython: _PyMem_mi_page_is_safe_to_free (awaited: its goal check is an atomic load)
             if page.used == 0 and await hooks.page_is_safe_to_free(page):
-                page.qsbr_goal = 0
+                _page.page_set_qsbr_goal(page, 0)
                 segment.abandoned -= 1
                 s = segment_page_clear(page, tld)
                 if s.slice_count >= slices_needed:
@@ -859,7 +861,7 @@ async def segment_reclaim(segment: Segment, heap: "Heap", requested_block_size: 
             await _page.page_free_collect(page, False)
             # CPython: _PyMem_mi_page_is_safe_to_free (awaited: its goal check is an atomic load)
             if page.used == 0 and await hooks.page_is_safe_to_free(page):
-                page.qsbr_goal = 0
+                _page.page_set_qsbr_goal(page, 0)
                 s = segment_page_clear(page, tld)
             else:
                 _page.page_reclaim(target, page)

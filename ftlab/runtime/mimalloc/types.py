@@ -316,6 +316,17 @@ class MiBuild:
         return self.page_offset_xthread_free + MI_INTPTR_SIZE
 
     @property
+    def page_offset_qsbr_node(self) -> int:
+        """`offsetof(mi_page_t, qsbr_node)` (CPython FT): 72, or 88 in padding builds; the
+        node's `next` then `prev` (pycore_llist.h), then `qsbr_goal`."""
+        return self.page_offset_xthread_free + _MI_PAGE_LINKS_SIZE
+
+    @property
+    def page_offset_qsbr_goal(self) -> int:
+        """`offsetof(mi_page_t, qsbr_goal)` (CPython FT): after the two words of `qsbr_node`."""
+        return self.page_offset_qsbr_node + 2 * MI_INTPTR_SIZE
+
+    @property
     def heap_offset_thread_delayed_free(self) -> int:
         """`offsetof(mi_heap_t, thread_delayed_free)`: 2840, or 2848 with padding."""
         return (MI_INTPTR_SIZE + self.pages_direct * MI_INTPTR_SIZE
@@ -393,7 +404,11 @@ class Page:
     point back to it. Differences from the C struct: `slice_offset` counts entries, not bytes;
     `flags` is the `full_aligned` byte (bit 0 `in_full`, bit 1 `has_aligned`); `keys` are two
     fields; `heap` mirrors `xheap` (which is in memory at `xheap_addr`); `xthread_free` exists
-    only in memory (at `tf_addr`); `qsbr_goal` and `qsbr_linked` are CPython's FT fields.
+    only in memory (at `tf_addr`); `qsbr_goal` (CPython FT) is in memory after the node and
+    mirrored here (written together by `page_set_qsbr_goal`); its `qsbr_node` (the
+    links of a thread's QSBR page list) exists only in memory (at `qsbr_node_addr`: `next`,
+    then `prev`), and `qsbr_linked` reads `next != NULL` there without reporting the access
+    (for checks and tests; the runtime reads it with a plain load).
     """
 
     __slots__ = (
@@ -403,9 +418,9 @@ class Page:
         "free", "used", "xblock_size", "local_free",
         "keys0", "keys1",
         "heap", "next", "prev",
-        "qsbr_goal", "qsbr_linked",
+        "qsbr_goal",
         # model: where this entry is
-        "segment", "index", "addr", "tf_addr", "xheap_addr",
+        "segment", "index", "addr", "tf_addr", "xheap_addr", "qsbr_node_addr",
     )
 
     def __init__(self, segment: "Segment | None", index: int, addr: int, build: MiBuild) -> None:
@@ -431,12 +446,17 @@ class Page:
         self.next: Page | None = None
         self.prev: Page | None = None
         self.qsbr_goal = 0
-        self.qsbr_linked = False
         self.segment = segment
         self.index = index
         self.addr = addr
         self.tf_addr = addr + build.page_offset_xthread_free
         self.xheap_addr = addr + build.page_offset_xheap
+        self.qsbr_node_addr = addr + build.page_offset_qsbr_node
+
+    @property
+    def qsbr_linked(self) -> bool:
+        """`qsbr_node.next != NULL`, read raw (not an access of the run)."""
+        return self.segment.mi.mem.raw_load(self.qsbr_node_addr, 8) != 0
 
     def __repr__(self) -> str:
         base = self.segment.base if self.segment is not None else 0
