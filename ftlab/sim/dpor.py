@@ -39,7 +39,7 @@ comparisons with the unbounded DFS in the tests check it on the scenarios they c
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ftlab.sim.memory import chain_access_hooks
 from ftlab.sim.schedule import ScheduleError
