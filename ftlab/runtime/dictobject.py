@@ -162,7 +162,7 @@ def unicode_get_hash(mem, key: int) -> int:
 # Keys objects
 
 def _keys_layout(log2_size: int) -> tuple[tuple[int, str, int, dict[int, str]], ...]:
-    """A keys object's layout for the timeline's names (`Observer.block_layout`)."""
+    """A keys object's layout for the timeline's names, as `Observer.block_layout` takes it."""
     return ((DK_REFCNT, "dk_refcnt", 0, {}), (DK_LOG2_SIZE, "dk_log2_size", 0, {}),
             (DK_LOG2_INDEX_BYTES, "dk_log2_index_bytes", 0, {}), (DK_KIND, "dk_kind", 0, {}),
             (DK_MUTEX, "dk_mutex", 0, {}), (DK_VERSION, "dk_version", 0, {}),

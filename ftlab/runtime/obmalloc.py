@@ -611,8 +611,9 @@ class QsbrPageHooks(MiHooks):
         self.state._pages(1, page.capacity * page_block_size(page))
 
     def page_unlink_qsbr(self, page: "Page") -> None:
-        """`if (page->qsbr_node.next != NULL) llist_remove(&page->qsbr_node)` (also
-        `_mi_page_abandon`'s unlink, which keeps the goal)."""
+        """Unlink a listed page: `if (page->qsbr_node.next != NULL) llist_remove(...)`, in
+        `_PyMem_mi_page_clear_qsbr` and in `_mi_page_abandon` (which keeps the goal). The
+        docstring names no C function, so a timeline shows the caller's."""
         if self.mem.load_u64(page.qsbr_node_addr) != 0:
             llist_remove(self.mem, page.qsbr_node_addr)
             self.rt.observer.qsbr_page_unlinked(page)

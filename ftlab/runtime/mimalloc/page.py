@@ -444,7 +444,7 @@ async def page_queue_append(heap: Heap, pq: PageQueue, append: PageQueue) -> int
 # Unfull, abandon, free and retire
 
 def page_set_qsbr_goal(page: Page, goal: int) -> None:
-    """`page->qsbr_goal = goal` (CPython FT): a plain store to the page record, which owner-only
+    """Set `page->qsbr_goal = goal` (CPython FT): a plain store to the page record, which owner-only
     code reads back through the mirror `page.qsbr_goal`; the reads another thread can make
     (a reclaim of an abandoned page) load the word (`page_qsbr_goal`)."""
     page.qsbr_goal = goal
