@@ -12,10 +12,13 @@ them writes it; everything else commutes.
 After each execution E the races of E are computed with vector clocks over that dependency: e
 races with e' when they are dependent, of different threads, and e happens before e' through
 nothing but their own conflict. For each race, at the state before e, the initials of
-notdep(e, E).e' (the threads whose first event in that sequence has no predecessor in it) must
-meet the node's backtrack set, else one of them is added (all enabled threads when none of them
-is enabled there). The next execution branches at the deepest node with a backtrack thread not
-yet explored and not asleep.
+notdep(e, E).e' (the threads whose first event in that sequence has no predecessor in it) are
+all added to the node's backtrack set (all enabled threads when none of them is enabled there).
+Algorithm 1 adds one of them, which is enough when an event is one access; a step here runs on
+to its next scheduling point, so e' may do more when it runs earlier (a read that sees another
+value, then exits), gain a predecessor and stop being an initial: the other initials keep a
+true one in the set. The next execution branches at the deepest node with a backtrack thread
+not yet explored and not asleep.
 
 Sleep sets: a node remembers the event each explored thread took from it; the next branch
 starts with those threads asleep, and a sleeping thread wakes when an event dependent with its
@@ -463,8 +466,8 @@ def _join(into: list[int], other: list[int]) -> None:
 
 def _backtrack(node: _Node, i: int, q: int, mark: int, j: int, p: int, minus: list[int],
                events, vcs, steps_of) -> None:
-    """The race e_i (thread q) < e_j (thread p): make node i's backtrack set meet the initials
-    of notdep(e_i, E).e_j."""
+    """The race e_i (thread q) < e_j (thread p): put the initials of notdep(e_i, E).e_j in node
+    i's backtrack set."""
     initials: list[int] = []
     for r in range(len(steps_of)):
         if r == q:
@@ -482,14 +485,11 @@ def _backtrack(node: _Node, i: int, q: int, mark: int, j: int, p: int, minus: li
         if all(r2 == r or clock[r2] == 0 or steps_of[r2][clock[r2] - 1] < i
                for r2 in range(len(steps_of))):
             initials.append(r)
-    if node.backtrack.intersection(initials):
-        return
+    # Every initial, not one: a step runs on from its first access to the next scheduling
+    # point, so e_j's step may do more when it runs before e_i (a read that sees another value
+    # and then exits, say) and gain a predecessor in the sequence. The initials of the other
+    # threads stay initials (their steps read what they read in E), so adding them all keeps
+    # a true initial of the reversed sequence in the backtrack set.
     enabled = node.enabled
-    if p in initials and p in enabled:
-        node.backtrack.add(p)
-        return
-    for r in initials:
-        if r in enabled:
-            node.backtrack.add(r)
-            return
-    node.backtrack.update(enabled)
+    add = [r for r in initials if r in enabled]
+    node.backtrack.update(add if add else enabled)

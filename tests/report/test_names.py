@@ -183,10 +183,23 @@ def test_named_fraction_over_the_catalog(tmp_path, capsys):
         rows = store.rows(store.latest_campaign())
     finally:
         store.close()
-    missed = [f"{r['scenario']} / {r['mutation']}" for r in rows
+    missed = [(r["scenario"], r["mutation"]) for r in rows
               if r["mutation"] and r["violation_id"] is None]
-    assert not missed, f"mutated rows without a counterexample: {missed}"
     measured = survey(str(db))
+    # a row whose mutation takes more than 200 schedules (list-attach-c11's qsbr-scan-no-fence
+    # is found at 69-388) gets the default budget on a store of its own
+    for k, (scenario, mutation) in enumerate(missed):
+        again = tmp_path / f"again-{k}.db"
+        cli.main(["explore", scenario, "--mutate", mutation, "--workers", "1", "--version",
+                  "3.14", "--db", str(again)])
+        capsys.readouterr()
+        store = Store.open(str(again), create=False)
+        try:
+            (row,) = store.rows(store.latest_campaign())
+        finally:
+            store.close()
+        assert row["violation_id"] is not None, f"{scenario} / {mutation}: no counterexample"
+        measured += survey(str(again))
     named, fields, total = (sum(r.named for r in measured), sum(r.fields for r in measured),
                             sum(r.total for r in measured))
     with capsys.disabled():
