@@ -915,8 +915,7 @@ class _StopEvent:
             m.wake(self.waiter)
 
     def _touch(self) -> None:
-        if self.machine.dpor is not None:
-            self.machine.dpor.sync(event_key(self.serial), True)
+        self.machine.note_sync(event_key(self.serial), True)
 
     def poke(self) -> None:
         self._touch()

@@ -99,9 +99,7 @@ class Waitable:
     def touch(self, write: bool) -> None:
         """The step in progress reads (waits, polls) or changes (sets, resets, closes) the
         object: DPOR orders it with the others' (`ftlab/sim/dpor.py`)."""
-        m = self.machine
-        if m.dpor is not None:
-            m.dpor.sync(event_key(self.serial), write)
+        self.machine.note_sync(event_key(self.serial), write)
 
     def signalled(self) -> bool:
         raise NotImplementedError

@@ -136,8 +136,7 @@ class VThread:
         """Whether the thread has ended, as another thread's step sees it (a read that DPOR
         orders with the thread's exit)."""
         m = self.machine
-        if m.dpor is not None:
-            m.dpor.sync(thread_key(self.index), False)
+        m.note_sync(thread_key(self.index), False)
         return self.state == DONE
 
     # Scheduling points of the thread itself.
@@ -157,14 +156,12 @@ class VThread:
     def join(self, other: "VThread"):
         yield
         m = self.machine
-        if m.dpor is not None:
-            m.dpor.sync(thread_key(other.index), False)
+        m.note_sync(thread_key(other.index), False)
         while other.state != DONE:
             other.joiners.append(self)
             m.block(self, f"join {other.label}")
             yield
-            if m.dpor is not None:
-                m.dpor.sync(thread_key(other.index), False)
+            m.note_sync(thread_key(other.index), False)
         if m.race is not None:
             m.race.acquire(self, other.vc)
         if m.c11 is not None:
@@ -252,8 +249,7 @@ class Machine:
                     self.race.solo = t      # after everything, alone (RaceDetector.solo)
         if self.c11 is not None:
             self.c11.on_spawn(parent, t, after_all)
-        if self.dpor is not None:
-            self.dpor.sync(thread_key(t.index), True)
+        self.note_sync(thread_key(t.index), True)
         t.coro = start(t)
         if self.trace is not None:
             self.record(t, f"start {t.name}" + (f" (by {parent.label})" if parent else ""))
@@ -266,6 +262,12 @@ class Machine:
         if t.state == RUNNABLE:
             bisect.insort(self.runnable, t, key=_index)
         return t
+
+    def note_sync(self, key: int, write: bool) -> None:
+        """A mutex, event, waitable or thread operation of the step in progress (DPOR's key
+        for it: `ftlab/sim/dpor.py`)."""
+        if self.dpor is not None:
+            self.dpor.sync(key, write)
 
     def note_access(self, addr: int, width: int, is_write: bool) -> None:
         """An access to simulated memory that no hook sees (a parking lot's raw check and
@@ -295,8 +297,7 @@ class Machine:
             self.runnable.remove(t)
         if self.race is not None:
             self.race.on_exit(t)
-        if self.dpor is not None:
-            self.dpor.sync(thread_key(t.index), True)
+        self.note_sync(thread_key(t.index), True)
         if self.trace is not None:
             self.record(t, "exit")
         for j in t.joiners:

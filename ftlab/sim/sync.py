@@ -35,8 +35,7 @@ class Mutex:
 
     def locked(self) -> bool:
         m = self.machine
-        if m.dpor is not None:
-            m.dpor.sync(mutex_key(self.serial), False)
+        m.note_sync(mutex_key(self.serial), False)
         return self.owner is not None
 
     def _take(self, t: "VThread") -> None:
@@ -54,16 +53,14 @@ class Mutex:
         yield
         m = self.machine
         t = m.current
-        if m.dpor is not None:
-            m.dpor.sync(mutex_key(self.serial), True)
+        m.note_sync(mutex_key(self.serial), True)
         if self.owner is t:
             raise ViolationError("deadlock", f"{t.label} locks {self.name}, which it already holds")
         while self.owner is not None:
             self.waiters.append(t)
             m.block(t, f"{self.name} (held by {self.owner.label})")
             yield
-            if m.dpor is not None:
-                m.dpor.sync(mutex_key(self.serial), True)
+            m.note_sync(mutex_key(self.serial), True)
         self._take(t)
 
     @types.coroutine
@@ -71,8 +68,7 @@ class Mutex:
         """One step: take the mutex if it is free (`_PyMutex_TryLock`); never blocks."""
         yield
         m = self.machine
-        if m.dpor is not None:
-            m.dpor.sync(mutex_key(self.serial), True)
+        m.note_sync(mutex_key(self.serial), True)
         if self.owner is not None:
             return False
         self._take(self.machine.current)
@@ -83,8 +79,7 @@ class Mutex:
         yield
         m = self.machine
         t = m.current
-        if m.dpor is not None:
-            m.dpor.sync(mutex_key(self.serial), True)
+        m.note_sync(mutex_key(self.serial), True)
         if self.owner is not t:
             raise ViolationError("crash", f"{t.label} unlocks {self.name}, which it does not hold")
         self.owner = None
@@ -126,16 +121,14 @@ class Event:
 
     def is_set(self) -> bool:
         m = self.machine
-        if m.dpor is not None:
-            m.dpor.sync(event_key(self.serial), False)
+        m.note_sync(event_key(self.serial), False)
         return self.flag
 
     @types.coroutine
     def set(self):
         yield
         m = self.machine
-        if m.dpor is not None:
-            m.dpor.sync(event_key(self.serial), True)
+        m.note_sync(event_key(self.serial), True)
         self.flag = True
         if m.race is not None:
             clock = m.race.release(m.current)
@@ -158,14 +151,12 @@ class Event:
         yield
         m = self.machine
         t = m.current
-        if m.dpor is not None:
-            m.dpor.sync(event_key(self.serial), False)
+        m.note_sync(event_key(self.serial), False)
         while not self.flag:
             self.waiters.append(t)
             m.block(t, f"event {self.name}")
             yield
-            if m.dpor is not None:
-                m.dpor.sync(event_key(self.serial), False)
+            m.note_sync(event_key(self.serial), False)
         if m.race is not None:
             m.race.acquire(t, self.clock)
         if m.c11 is not None:
