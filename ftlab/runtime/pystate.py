@@ -342,7 +342,10 @@ class Runtime:
            `_PyThreadState_MustExit` (it reads the runtime's flag, never its thread state).
            3.13's window: a thread that read NULL there, before the flags were set, goes on
            to its status CAS, which may come after the free (use-after-free: the model finds
-           it in 3.13, which is why `start-races-finalize` runs 3.14 and later).
+           it in 3.13, which is why `start-races-finalize` runs 3.14 and later). This is the
+           dangling thread state that gh-130649 (issue gh-124878) removed in 3.14 by counting
+           references to thread states; 3.13.15 still frees them, and its `take_gil` comment
+           grants the dangling pointer.
         7. `finalize_modules` (destructors), `_PyMem_FiniDelayed`; after `t`'s own teardown
            the process exits (`exit_process`)."""
         from ftlab.runtime import obmalloc

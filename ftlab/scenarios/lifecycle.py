@@ -45,7 +45,8 @@
   status CAS on freed memory (segfault). Mutation `finalization-restarts-daemons`: the world
   is restarted before `_PyThreadState_RemoveExcept`, so the parked daemons attach (lifecycle).
   Under 3.13.0 the unmutated scenario finds that same window (3.13 frees the thread states
-  of threads that may still run; 3.14 reference-counts them, `decref_threadstate`).
+  of threads that may still run; 3.14 reference-counts them, `decref_threadstate`): the
+  dangling thread state that gh-130649, for gh-124878, removed in 3.14; 3.13.15 still frees).
 - `shutdown-del-thread`: a module global holds an object whose destructor starts a thread (a
   `__del__` that spawns a worker, as logging handlers and executors did). Two threads hand the
   object over and exit; at shutdown, `finalize_modules` drops the global in the FINALIZING

@@ -192,8 +192,9 @@ def test_restarting_the_daemons_is_found_by_the_lifecycle_oracle():
 
 def test_3_13_0_frees_thread_states_a_thread_may_still_attach_with():
     """The window the mutation opens is CPython 3.13's own: `_PyThreadState_DeleteList` frees
-    the unlinked thread states (3.14 reference-counts them). The mutation's counterexample,
-    replayed unmutated under 3.13.0, faults the same way."""
+    the unlinked thread states (3.14 reference-counts them since gh-130649, for
+    gh-124878; 3.13.15 still frees them). The mutation's counterexample, replayed unmutated under
+    3.13.0, faults the same way."""
     sc = get("start-races-finalize")
     r, _ = first_detection(sc, "finalization-frees-daemon-tstate", 200)
     again = execute(sc, Config(version="3.13.0"), Replay(r.schedule).execution(0))
