@@ -398,7 +398,7 @@ class Runtime:
         (a daemon parked in `attach`, one still in its own C teardown)."""
         m = self.machine
         for vt in m.threads:
-            if vt is not t.vt and vt.state != DONE:
+            if vt is not t.vt:
                 m.end_thread(vt, "ended by the process exit")
 
     def at_module_teardown(self, fn: Callable[["ThreadState"], Awaitable[None]]) -> None:

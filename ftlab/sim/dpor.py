@@ -20,6 +20,12 @@ value, then exits), gain a predecessor and stop being an initial: the other init
 true one in the set. The next execution branches at the deepest node with a backtrack thread
 not yet explored and not asleep.
 
+A run may end with threads still alive: the process exit after `Py_FinalizeEx` ends the
+daemon threads where they are (`Machine.end_thread`). Such an execution is not maximal, which
+Algorithm 1 assumes. The ending step writes each other thread's key, which every step of that
+thread reads, and its race with the next step of a runnable thread it ends (a step that never
+ran) adds that thread at the node before it, so some execution runs that step first.
+
 Sleep sets: a node remembers the event each explored thread took from it; the next branch
 starts with those threads asleep, and a sleeping thread wakes when an event dependent with its
 remembered event runs. A thread is never scheduled while asleep; when every enabled thread is
@@ -135,9 +141,9 @@ class Recorder:
         self._machine: Machine | None = None
         self._base = 0                  # the machine's step count when the run started
         self._fp: Footprint = {}        # the footprint of the step in progress
-        self._started: set[int] = set() # threads that have taken a step
         self._saved: tuple = ()
         self._quiet = False             # the oracles' own reads after a step are not its
+        self.ended_runnable: list[tuple[int, int]] = []     # (event, thread) of `ended`
 
     def attach(self, m: "Machine") -> None:
         if m.c11 is not None:
@@ -210,13 +216,22 @@ class Recorder:
         elif key not in self._fp:
             self._fp[key] = False
 
+    def ended(self, t: "VThread", runnable: bool) -> None:
+        """The step in progress ends thread `t` where it is (the process exit ends every other
+        thread, the finished ones included, since in another order they would not be): it is
+        dependent with every step of `t`, and with `t`'s next step, which never runs, when
+        `t` is runnable."""
+        if runnable:
+            self.ended_runnable.append((len(self.events), t.index))
+        self._fp[thread_key(t.index)] = True
+
     def _step(self, t: "VThread") -> None:
         fp = self._fp
         self._fp = {}
         p = t.index
-        if p not in self._started:
-            self._started.add(p)
-            fp.setdefault(thread_key(p), False)    # after the spawn that made it runnable
+        # after the spawn that made it runnable, and before an end that another thread's step
+        # makes of it (`ended`); its own exit writes the key
+        fp.setdefault(thread_key(p), False)
         self._event(p, fp)
 
     def _event(self, p: int, fp: Footprint) -> None:
@@ -371,7 +386,24 @@ class DPOR:
         else:
             self.executions += 1
         self.races += _analyse(c.events, self._nodes)
+        self._ended_races(c)
         self._next_branch()
+
+    def _ended_races(self, c: _DPORChooser) -> None:
+        """An execution ended with threads still runnable is not maximal: the event that ended
+        thread d races with d's next step, which never ran. Reversing it runs d's step first,
+        from the state before that event; the ordinary races of d's step then reach back
+        further. Without this, a thread the process exit ends before its first step would
+        never run in any execution."""
+        n = len(c.events)
+        for j, d in c.ended_runnable:
+            if j < n:
+                node = self._nodes[j]
+                if d in node.enabled:
+                    node.backtrack.add(d)
+                else:
+                    node.backtrack.update(node.enabled)
+                self.races += 1
 
     def _next_branch(self) -> None:
         nodes = self._nodes

@@ -306,7 +306,10 @@ class Machine:
 
     def end_thread(self, t: VThread, why: str) -> None:
         """End `t` where it is, running none of its code (a thread the process exit kills:
-        issue 11, `Runtime.finalize_ex`)."""
+        issue 11, `Runtime.finalize_ex`). Called for a finished thread too: had the order
+        been otherwise, this step would have ended it (DPOR's dependency)."""
+        if self.dpor is not None:
+            self.dpor.ended(t, t.state != DONE and t in self.runnable)
         if t.state == DONE:
             return
         if self.trace is not None:

@@ -56,7 +56,7 @@ class _Shared:
     ev: Event
 
 
-def _program(seed: int, n_threads: int, n_ops: int) -> Scenario:
+def _program(seed: int, n_threads: int, n_ops: int, exit_ends_others: bool = False) -> Scenario:
     rng = random.Random(seed)
     programs = []
     for i in range(n_threads):
@@ -109,6 +109,10 @@ def _program(seed: int, n_threads: int, n_ops: int) -> Scenario:
                     await t.vt.join(t.rt.machine.threads[a])
                 elif await t.mem.load(s.addr[a]) & 1:        # branch on what was read
                     await t.mem.store(s.addr[1 - a], 3)
+            if i == 0 and exit_ends_others:     # the process exit: the others end where they are
+                m = t.rt.machine
+                for u in m.threads[1:]:
+                    m.end_thread(u, "ended by the process exit")
         return body
 
     return Scenario(name=f"generated-{seed}", description=repr(programs),
@@ -126,6 +130,13 @@ def _same_traces_as_dfs(program: Scenario) -> None:
 @pytest.mark.parametrize("seed", range(16))
 def test_generated_programs_one_execution_per_trace_and_every_trace(seed):
     _same_traces_as_dfs(_program(seed, 2, 2 + seed % 2))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_generated_programs_whose_exit_ends_the_other_threads(seed):
+    # not maximal executions: a thread ended before its next step must still get to run it
+    # first in another execution (the first execution runs t0 alone to its exit)
+    _same_traces_as_dfs(_program(seed, 2 + seed % 2, 2, exit_ends_others=True))
 
 
 @pytest.mark.slow
