@@ -17,8 +17,11 @@ array with `free_list_items(old, use_qsbr)`: through `_PyMem_FreeDelayed` when t
 read lock-free by other threads (`_PyObject_GC_IS_SHARED`, set by `ensure_shared_on_resize`
 when a thread that does not own the list resizes it, and by `ensure_shared_on_read` when one
 reads it), at once otherwise. `list_dealloc` frees its array at once (nobody can read a dead
-list). `_list_clear` (`tp_clear`) unlinks the array first (size 0, `ob_item` NULL) and then
-drops the items, so a finalizer run by one of those decrefs sees an empty list.
+list). `list_clear_impl` unlinks the array first (size 0, `ob_item` NULL) and then drops the
+items, so a finalizer run by one of those decrefs sees an empty list; `list.clear()` (and
+`PyList_Clear`) is a resize (`is_resize`: `ensure_shared_on_resize`, the array freed through
+QSBR if the list is shared), `tp_clear` (`list_clear_slot`, the GC's `delete_garbage`) is not:
+an unreachable list has no reader, its array is freed at once (3.13.15 and 3.14 alike).
 
 Every mutator here (`list_append`, `list_setitem`, `list_resize`, `list_clear`) is what
 CPython runs *inside* `Py_BEGIN_CRITICAL_SECTION(self)`: the caller holds the list's critical
@@ -320,8 +323,19 @@ async def _decref_items(t: "ThreadState", items: int, n: int) -> None:
 
 
 async def list_clear(t: "ThreadState", op: int) -> None:
-    """`_list_clear` (`tp_clear`): unlink the array (size 0, `ob_item` NULL, allocated 0), drop
-    the items from the last to the first, free the array (delayed if the list is shared)."""
+    """`list_clear` (`list.clear()`, `PyList_Clear`): a resize to nothing."""
+    await list_clear_impl(t, op, True)
+
+
+async def list_clear_slot(t: "ThreadState", op: int) -> None:
+    """`list_clear_slot` (`tp_clear`, run by the GC on an unreachable list)."""
+    await list_clear_impl(t, op, False)
+
+
+async def list_clear_impl(t: "ThreadState", op: int, is_resize: bool) -> None:
+    """`list_clear_impl`: unlink the array (size 0, `ob_item` NULL, allocated 0), drop the
+    items from the last to the first, free the array: through QSBR when this is a resize of a
+    shared list (a non-owner's resize shares it first), at once otherwise."""
     mem = t.mem
     load_field(t, op, OB_SIZE)
     items = mem.load_u64(op + OB_ITEM)
@@ -332,7 +346,9 @@ async def list_clear(t: "ThreadState", op: int) -> None:
     await mem.store(op + OB_ITEM, 0, 8, RELEASE, Tag.PAYLOAD)
     mem.store_u64(op + ALLOCATED, 0, Tag.PAYLOAD)
     await _decref_items(t, items, n)
-    await free_list_items(t, items, is_list_shared(mem, op))
+    if is_resize:
+        ensure_shared_on_resize(t, op)
+    await free_list_items(t, items, is_resize and is_list_shared(mem, op))
 
 
 async def list_dealloc(t: "ThreadState", op: int) -> None:
@@ -349,4 +365,4 @@ async def list_dealloc(t: "ThreadState", op: int) -> None:
 
 
 LIST = PyType("list", basicsize=SIZEOF_LIST, gc=True, clear=list_dealloc,
-              traverse=list_traverse, tp_clear=list_clear)
+              traverse=list_traverse, tp_clear=list_clear_slot)

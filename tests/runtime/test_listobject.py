@@ -6,8 +6,8 @@ from __future__ import annotations
 from ftlab.check.refcount import install
 from ftlab.runtime import Runtime
 from ftlab.runtime.listobject import (
-    ALLOCATED, LIST, OB_ITEM, OB_SIZE, is_list_shared, list_append, list_clear, list_getitem,
-    list_new, list_setitem, list_traverse, new_allocated,
+    ALLOCATED, LIST, OB_ITEM, OB_SIZE, is_list_shared, list_append, list_clear, list_clear_slot,
+    list_getitem, list_new, list_setitem, list_traverse, new_allocated,
 )
 from ftlab.runtime.object import PyType, refcnt
 
@@ -29,7 +29,7 @@ def test_layout_and_growth_pattern():
             alloc = new_allocated(n, n - 1)
             sizes.append(alloc)
     assert sizes == [4, 8, 16, 24, 32]      # listobject.c: 0, 4, 8, 16, 24, 32, 40, ...
-    assert LIST.tp_clear is list_clear and LIST.traverse is list_traverse
+    assert LIST.tp_clear is list_clear_slot and LIST.traverse is list_traverse
 
 
 def test_append_resize_setitem_and_dealloc_drop_items():
@@ -99,3 +99,29 @@ def test_resize_by_a_non_owner_marks_the_list_shared_and_delays_the_free():
     run(main)
     assert seen["shared"] and seen["queued"] == 1
     assert seen["children"] == 1
+
+
+def test_clear_by_a_non_owner_is_a_resize_and_tp_clear_frees_at_once():
+    # listobject.c: list.clear() is list_clear_impl(a, is_resize=1), which shares the list
+    # and frees through QSBR; tp_clear (list_clear_slot, an unreachable list) frees at once
+    seen = {}
+
+    async def other(t, lst, slot):
+        await list_clear(t, lst)
+        seen["shared"] = is_list_shared(t.mem, lst)
+        seen["queued"] = len(t.mem_free_queue)
+        await list_clear_slot(t, slot)
+        seen["queued_after_slot"] = len(t.mem_free_queue)
+
+    async def main(t):
+        lst = await list_new(t)
+        slot = await list_new(t)
+        for target in (lst, slot):
+            await list_append(t, target, await t.new_object(ITEM))
+        await t.join(await t.spawn(other, lst, slot))
+        await t.decref(lst)
+        await t.decref(slot)
+
+    run(main)
+    assert seen["shared"] and seen["queued"] == 1
+    assert seen["queued_after_slot"] == 1, "tp_clear frees the array at once"
