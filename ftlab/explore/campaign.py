@@ -262,6 +262,24 @@ def _row_params(scenario, mutation: str, strategies: Sequence[StrategySpec] | No
     return p
 
 
+def plan_rows(scenarios_map: Mapping[str, Any], scenario: str | Sequence[str] | None,
+              mutations: Sequence[str] | None, specs: Sequence[StrategySpec] | None,
+              budget: int, versions: Sequence[str], memory_model: str | None) -> list[dict]:
+    """The parameters of a new campaign's rows, in table order: versions, then scenarios and
+    mutations in catalog order, then memory models (`row_models`), so that a row's SC and C11
+    runs are adjacent. `--memory-model c11` without scenarios selects those whose own model is
+    c11: the rows that need it, not the whole catalog twice."""
+    selected = scenarios_map
+    if memory_model == "c11" and scenario in (None, "all"):
+        from ftlab.scenarios import own_memory_model
+
+        selected = {n: s for n, s in scenarios_map.items() if own_memory_model(s) == "c11"}
+    pairs = select_rows(selected, scenario, mutations)
+    return [_row_params(s, m, specs, budget, v, model)
+            for v in versions for s, m in pairs if not s.versions or v in s.versions
+            for model in row_models(s, memory_model)]
+
+
 def campaign_key(params: dict) -> str:
     from ftlab import __version__
 
@@ -746,16 +764,8 @@ def explore(scenario: str | Sequence[str] | None = None, *,
     fresh_params = None
     if not (resume is True or (isinstance(resume, int) and not isinstance(resume, bool))):
         specs = [parse_spec(s) for s in strategies] if strategies else None
-        selected = scenarios_map
-        if memory_model == "c11" and scenario in (None, "all"):
-            from ftlab.scenarios import own_memory_model
-
-            selected = {n: s for n, s in scenarios_map.items() if own_memory_model(s) == "c11"}
-        pairs = select_rows(selected, scenario, mutations)
-        # the models innermost: a row's SC and C11 runs are adjacent in the table
-        rows = [_row_params(s, m, specs, budget or DEFAULT_BUDGET, v, model)
-                for v in versions for s, m in pairs if not s.versions or v in s.versions
-                for model in row_models(s, memory_model)]
+        rows = plan_rows(scenarios_map, scenario, mutations, specs, budget or DEFAULT_BUDGET,
+                         versions, memory_model)
         if not rows:
             raise ExploreError(f"no row to explore under version(s) {', '.join(versions)}")
         fresh_params = {"rows": rows, "seed": seed, "batch": batch, "versions": versions,

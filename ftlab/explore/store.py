@@ -263,6 +263,8 @@ def _shape_row_params(r: Any) -> str | None:
         return "no scenario or mutation name"
     if "version" in r and r["version"] not in VERSIONS:
         return f"unknown version {r['version']!r}"
+    if "memory_model" in r and r["memory_model"] not in ("sc", "c11"):
+        return f"unknown memory model {r['memory_model']!r}"
     if not _is_str_list(r.get("expected")):
         return "'expected' is not a list of names"
     strategies = r.get("strategies")
