@@ -3,8 +3,6 @@ not under sequential consistency, where the unmutated program stays clean."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from ftlab.config import Config, ConfigError
@@ -49,9 +47,10 @@ def _run_until(s, mutation: str | None, seed: int, runs: int) -> tuple[int, str]
 
 
 def _sc_twin(name: str):
-    s = get(name)
-    return dataclasses.replace(
-        s, config={k: v for k, v in s.config.items() if k != "memory_model"})
+    # the row `ftlab explore --memory-model c11` puts beside the c11 one
+    from ftlab.scenarios import in_memory_model
+
+    return in_memory_model(get(name), "sc")
 
 
 @pytest.mark.parametrize("mutation, seed, runs", [
