@@ -117,10 +117,12 @@ def _print_result(result, show_trace: bool, args=None) -> None:
         print(result.violation)
     if result.violations:
         flags = "".join(f" --mutate {m}" for m in sorted(result.config.mutations))
-        from ftlab.scenarios import own_memory_model
+        from ftlab.scenarios import catalog as scenarios, own_memory_model
 
-        # c11 memory model: replay it in the model it ran under, when not the scenario's own
-        if "c11" in (result.config.memory_model, own_memory_model(get(result.scenario))):
+        # c11 memory model: name the model it ran under whenever c11 is involved (the
+        # scenario's own model would otherwise win on replay)
+        own = scenarios().get(result.scenario)
+        if "c11" in (result.config.memory_model, own_memory_model(own) if own else "sc"):
             flags += f" --memory-model {result.config.memory_model}"
         print(f"\nreplay: ftlab replay {result.scenario} {result.schedule}{flags}")
     else:
