@@ -17,11 +17,11 @@ from ftlab.report.table import campaign_table
 from ftlab.scenarios import catalog, own_memory_model
 
 MUT = "seqlock-end-read-no-fence"
-SMALL = dict(budget=40, batch=5, shrink=False)   # the c11 row finds MUT at schedule 15
+SMALL = dict(budget=20, batch=5, shrink=False)   # the c11 row finds MUT at schedule 15
 
 
-def _side_by_side(workers: int = 1, **kw):
-    return explore("type-cache-c11", mutations=["none", MUT], memory_model="c11",
+def _side_by_side(workers: int = 1, mutations=("none", MUT), **kw):
+    return explore("type-cache-c11", mutations=list(mutations), memory_model="c11",
                    workers=workers, **SMALL, **kw)
 
 
@@ -45,7 +45,7 @@ def test_side_by_side_rows_sc_then_c11(serial):
     assert r.row("type-cache-c11", MUT, memory_model="sc").first_detection is None
     assert r.row("type-cache-c11", MUT, memory_model="c11").first_detection == 15
     lines = [" ".join(line.replace("│", " ").split()) for line in _rendered(r)]
-    assert [line.split(" 40 ")[0].split(" 15 ")[0] for line in lines] == [
+    assert [line.split(" 20 ")[0].split(" 15 ")[0] for line in lines] == [
         "type-cache-c11 - 3.14 sc clean", "type-cache-c11 - 3.14 c11 clean",
         f"type-cache-c11 {MUT} 3.14 sc not found (needs c11)",
         f"type-cache-c11 {MUT} 3.14 c11 found type-cache"]
@@ -53,12 +53,14 @@ def test_side_by_side_rows_sc_then_c11(serial):
     assert r.summary() == "4 rows, 3 clean, 1 found"
 
 
-def test_side_by_side_same_with_two_workers(serial):
+def test_side_by_side_same_with_two_workers():
     def key(res):
         return [(x.mutation, x.memory_model, x.verdict, x.schedules, x.first_detection,
                  x.detected_by, (x.violation or {}).get("schedule")) for x in res.rows]
 
-    assert key(serial) == key(_side_by_side(workers=2))
+    one = _side_by_side(workers=1, mutations=[MUT])
+    assert key(one) == key(_side_by_side(workers=2, mutations=[MUT]))
+    assert [x.verdict for x in one.rows] == ["not found (needs c11)", "found type-cache"]
 
 
 def test_default_keeps_each_scenario_in_its_own_model():
@@ -173,3 +175,10 @@ def test_schema_1_store_is_read_and_migrated(capsys, tmp_path):
     assert models == [(None,), ("c11",)]
     rows = json.loads(Store.open(str(db), create=False).campaigns()[-1]["params"])["rows"]
     assert [r["memory_model"] for r in rows] == ["sc", "c11"]
+
+
+def test_run_a_c11_scenario_under_sc(capsys):
+    # the SC twin of a c11 row runs from the command line too, and names its model
+    code, out, _ = _cli(capsys, "run", "type-cache-c11", "--memory-model", "sc",
+                        "--mutate", MUT, "--runs", "3")
+    assert code == 0 and "no violation" in out
