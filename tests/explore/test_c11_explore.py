@@ -182,3 +182,21 @@ def test_run_a_c11_scenario_under_sc(capsys):
     code, out, _ = _cli(capsys, "run", "type-cache-c11", "--memory-model", "sc",
                         "--mutate", MUT, "--runs", "3")
     assert code == 0 and "no violation" in out
+
+
+def test_flag_model_is_stored_replayed_and_shrunk(capsys, tmp_path):
+    # an SC scenario explored under c11 by the flag: each row's violation keeps its own model,
+    # the campaign shrinks it in that model, and `replay ID` runs it there
+    db = tmp_path / "r.sqlite"
+    code, out, _ = _cli(capsys, "explore", "message-passing", "--memory-model", "c11",
+                        "--mutate", "relaxed-message", "--budget", "40", "--workers", "1",
+                        "--db", db)
+    assert code == 0, out
+    store = Store.open(str(db), create=False)
+    vs = {v["memory_model"]: v for v in store.violations() if v["decisive"]}
+    store.close()
+    assert set(vs) == {"sc", "c11"}
+    for model, v in vs.items():
+        assert v["shrunk_schedule"], f"the {model} row's counterexample was not shrunk"
+        code, out, _ = _cli(capsys, "replay", v["id"], "--db", db)
+        assert code == 1 and (("memory model c11" in out) == (model == "c11")), out
