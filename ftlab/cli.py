@@ -70,12 +70,17 @@ def _config(args, scenario=None) -> Config:
 
 def _memory_model(scenario, asked: str | None) -> str:
     """`--memory-model` of run/replay: by default the scenario's own (a c11 row sets it in its
-    config), else sc; another model than the one a scenario sets is bad input (the scenario's
-    config would override it silently)."""
+    config), else sc. Another one runs the scenario under it (`_in_model`), as `ftlab explore
+    --memory-model` does."""
     own = scenario.config.get("memory_model") if scenario is not None else None
-    if asked is not None and own is not None and asked != own:
-        raise BadInput(f"{scenario.name} runs only under the {own} memory model, not {asked}")
     return asked or own or "sc"
+
+
+def _in_model(scenario, config: Config):
+    """The scenario under `config`'s memory model (its own config would otherwise win)."""
+    from ftlab.scenarios import in_memory_model
+
+    return in_memory_model(scenario, config.memory_model)
 
 
 def _scenario_version(scenario, asked: str | None) -> str:
@@ -112,7 +117,12 @@ def _print_result(result, show_trace: bool, args=None) -> None:
         print(result.violation)
     if result.violations:
         flags = "".join(f" --mutate {m}" for m in sorted(result.config.mutations))
-        if result.config.memory_model != "sc":   # c11 memory model: replay it in that model
+        from ftlab.scenarios import catalog as scenarios, own_memory_model
+
+        # c11 memory model: name the model it ran under whenever c11 is involved (the
+        # scenario's own model would otherwise win on replay)
+        own = scenarios().get(result.scenario)
+        if "c11" in (result.config.memory_model, own_memory_model(own) if own else "sc"):
             flags += f" --memory-model {result.config.memory_model}"
         print(f"\nreplay: ftlab replay {result.scenario} {result.schedule}{flags}")
     else:
@@ -153,6 +163,7 @@ def cmd_run(args) -> int:
     scenario = get(args.scenario)
     config = _config(args, scenario)
     _warn_unexposed(scenario, config)
+    scenario = _in_model(scenario, config)
     strategy = parse_strategy(args.strategy, args.seed, scenario.pct_steps)
     result = None
     for i in range(args.runs):
@@ -187,8 +198,7 @@ def cmd_replay(args) -> int:
             if given:
                 raise BadInput(f"{flag} goes with SCENARIO SCHEDULE; a stored violation has its own")
         v = _stored_violation(args.db, vid)
-        scenario = get(v["scenario"])
-        config = _stored_config(v, scenario)
+        scenario, config = _stored_target(v)
         use_shrunk = bool(v["shrunk_schedule"]) and not args.original
         schedule = v["shrunk_schedule"] if use_shrunk else v["schedule"]
         if not schedule:
@@ -206,19 +216,23 @@ def cmd_replay(args) -> int:
         scenario = get(args.target)
         config = _config(args, scenario)
         _warn_unexposed(scenario, config)
+        scenario = _in_model(scenario, config)
         result = run(scenario, config, Replay(args.schedule), trace=True)
     _print_result(result, args.trace, args)
     return 1 if result.violations else 0
 
 
 def _stored_config(v, scenario) -> Config:
-    """The config a stored violation ran under: its version and mutations, and the memory
-    model of its row (c11 rows are scenarios whose config sets it, ftlab/sim/c11.py): a c11
-    counterexample replayed or shrunk under SC would read only the newest stores."""
-    import json
+    """The config a stored violation ran under (`_stored_target`)."""
+    return _stored_target(v)[1]
 
-    return Config(version=v["version"], mutations=frozenset(json.loads(v["mutations"])),
-                  memory_model=scenario.config.get("memory_model", "sc"))
+
+def _stored_target(v):
+    """The scenario and config a stored violation ran under: its version, mutations and the
+    memory model of its row (stored with it; ftlab.explore.campaign.violation_target)."""
+    from ftlab.explore.campaign import violation_target
+
+    return violation_target(v, get)
 
 
 def _open_store(path: str, create: bool, write: bool = False):
@@ -309,7 +323,7 @@ def cmd_explore(args) -> int:
             mutations=args.mutate, budget=args.budget, strategies=args.strategy,
             seed=args.seed, workers=args.workers, cluster=args.cluster, db=args.db,
             version=args.version, batch=args.batch, shrink=not args.no_shrink, resume=resume,
-            progress=progress)
+            memory_model=args.memory_model, progress=progress)
     print_campaign(result, _stdout_console())
     if result.interrupted:
         print(f"interrupted: everything finished so far is in {result.db}; run the same command "
@@ -336,8 +350,7 @@ def cmd_shrink(args) -> int:
             raise BadInput(f"no violation #{vid} in {args.db} (see `ftlab report`)")
         if not v["schedule"]:
             raise BadInput(f"violation #{vid} has no schedule (it happened outside the threads)")
-        scenario = get(v["scenario"])
-        config = _stored_config(v, scenario)
+        scenario, config = _stored_target(v)
         r = shrink(scenario, config, v["schedule"], v["kind"], max_runs=args.max_runs)
         if not r.verified:
             print(f"violation #{vid}: {r.note}")
@@ -582,6 +595,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", action="append", choices=VERSIONS,
                    help="only this version (repeatable; default: every version, "
                         + "; ".join(f"{v} = {d}" for v, d in VERSION_RELEASES.items()) + ")")
+    # c11 memory model (ftlab/sim/c11.py, issue 14)
+    s.add_argument("--memory-model", choices=("sc", "c11"), default=None,
+                   help="c11: the rows of the scenarios that need C11 atomics (or of the "
+                        "scenarios named) under sc and c11 side by side; sc: every row under "
+                        "sc (default: each scenario under its own model)")
     s.set_defaults(fn=cmd_explore)
 
     s = sub.add_parser("shrink", help="shrink a stored violation's schedule")

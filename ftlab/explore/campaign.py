@@ -1,8 +1,9 @@
 """Campaigns: the catalog (or part of it) explored row by row, in parallel, into the store.
 
-A campaign is a list of rows, one per (version, scenario, mutation): for each `Config.version`
-(every one in `VERSIONS` unless narrowed), every scenario unmutated, which must stay clean, and
-every scenario under each mutation it exposes, which must be found. Each
+A campaign is a list of rows, one per (version, scenario, mutation, memory model): for each
+`Config.version` (every one in `VERSIONS` unless narrowed), every scenario unmutated, which must
+stay clean, and every scenario under each mutation it exposes, which must be found; each under
+the scenario's own memory model, or under SC and C11 side by side (`row_models`). Each
 row has a portfolio of strategies and a budget; `portfolio.plan_batches` lays its batches out
 in a canonical order, and everything a row reports is counted in that order (see
 `portfolio.py`), so a campaign gives the same answer serially, on local processes or on a Dask
@@ -67,6 +68,8 @@ class RowResult:
     violation: dict | None         # the decisive violation, with its shrunk schedule
     counts: list[dict] = field(default_factory=list)
     version: str = ""              # the row's Config.version
+    memory_model: str = "sc"       # the row's Config.memory_model (ftlab/sim/c11.py)
+    needs_c11: bool = False        # an SC row of a mutation only C11 exposes: must stay clean
 
     @property
     def mutated(self) -> bool:
@@ -103,18 +106,21 @@ class CampaignResult:
             return 130
         return 0 if self.ok else 1
 
-    def row(self, scenario: str, mutation: str = "", version: str | None = None) -> RowResult:
-        """The row of (scenario, mutation) under `version` (None: its first version)."""
+    def row(self, scenario: str, mutation: str = "", version: str | None = None,
+            memory_model: str | None = None) -> RowResult:
+        """The row of (scenario, mutation) under `version` and `memory_model` (None: its
+        first)."""
         for r in self.rows:
             if (r.scenario == scenario and r.mutation == mutation
-                    and (version is None or r.version == version)):
+                    and (version is None or r.version == version)
+                    and (memory_model is None or r.memory_model == memory_model)):
                 return r
-        raise KeyError((scenario, mutation, version))
+        raise KeyError((scenario, mutation, version, memory_model))
 
     def summary(self) -> str:
         done = [r for r in self.rows if r.status == "done"]
-        clean = sum(1 for r in done if not r.mutated and not r.known_gap and r.ok)
-        found = sum(1 for r in done if r.mutated and r.ok)
+        clean = sum(1 for r in done if (not r.mutated or r.needs_c11) and not r.known_gap and r.ok)
+        found = sum(1 for r in done if r.mutated and not r.needs_c11 and r.ok)
         gaps = sum(1 for r in done if r.known_gap and r.ok)
         bad = [r for r in done if not r.ok]
         parts = [f"{len(self.rows)} rows", f"{clean} clean", f"{found} found"]
@@ -161,6 +167,57 @@ def select_rows(catalog: Mapping[str, Any], scenario: str | Sequence[str] | None
     return pairs
 
 
+# c11 memory model (issue 14): the models a row is explored under. Without `--memory-model`,
+# each scenario's own (ftlab.scenarios.own_memory_model): the catalog's rows and its time, with
+# c11 rows only for the scenarios that need them. `--memory-model c11` puts each row of the
+# selected scenarios (by default those whose own model is c11) under SC and under C11, side by
+# side; `--memory-model sc` runs every selected row under SC. A mutation of a c11 scenario
+# needs C11 atomics to show: its SC row must stay clean ("not found under SC" is the claim).
+MEMORY_MODELS = ("sc", "c11")
+
+
+def row_models(scenario, memory_model: str | None) -> list[str]:
+    from ftlab.scenarios import own_memory_model
+
+    if memory_model is None:
+        return [own_memory_model(scenario)]
+    return ["sc", "c11"] if memory_model == "c11" else ["sc"]
+
+
+def needs_c11(scenario, mutation: str, model: str) -> bool:
+    """An SC row of a mutation that only C11 atomics expose: it must stay clean."""
+    from ftlab.scenarios import own_memory_model
+
+    return bool(mutation) and model == "sc" and own_memory_model(scenario) == "c11"
+
+
+def row_model(row_params: dict) -> str:
+    """A row's memory model; campaigns stored before rows had one ran each scenario under its
+    own model (the scenario's config), which is what it still is unless the catalog changed."""
+    if row_params.get("memory_model"):
+        return row_params["memory_model"]
+    from ftlab.scenarios import catalog, own_memory_model
+
+    s = catalog().get(row_params["scenario"])
+    return own_memory_model(s) if s is not None else "sc"
+
+
+def violation_target(v, get: Callable[[str], Any] | None = None) -> tuple[Any, Config]:
+    """The scenario and config a stored violation ran under: its version, its mutations and its
+    memory model (a violation stored before the column: the scenario's own model, the only one
+    rows had then). Replay, shrink and the HTML report all run it this way: a c11
+    counterexample replayed under SC would read only the newest stores."""
+    from ftlab.scenarios import get as get_scenario, in_memory_model, own_memory_model
+
+    scenario = (get or get_scenario)(v["scenario"])
+    keys = v.keys() if hasattr(v, "keys") else ()
+    model = (v["memory_model"] if "memory_model" in keys else None) or own_memory_model(scenario)
+    mutations = v["mutations"]
+    mutations = json.loads(mutations) if isinstance(mutations, str) else mutations
+    return (in_memory_model(scenario, model),
+            Config(version=v["version"], mutations=frozenset(mutations), memory_model=model))
+
+
 def pct_steps(scenario, mutation: str, version: str) -> int:
     """PCT's k, the number of decisions a run makes: the scenario's estimate, or more if two
     probe runs (one random, one without preemption) make more decisions. Like Shuttle, which
@@ -181,16 +238,46 @@ def pct_steps(scenario, mutation: str, version: str) -> int:
 
 
 def _row_params(scenario, mutation: str, strategies: Sequence[StrategySpec] | None,
-                budget: int, version: str) -> dict:
+                budget: int, version: str, model: str = "sc") -> dict:
+    from ftlab.scenarios import in_memory_model
+
     specs = list(strategies) if strategies else default_portfolio(scenario)
-    k = pct_steps(scenario, mutation, version) if any(s.kind == "pct" for s in specs) else scenario.pct_steps
+    if model == "c11":
+        if strategies and any(s.kind == "dpor" for s in specs):
+            raise ExploreError("dpor runs under the sc memory model only (its footprints "
+                               "assume every load reads the newest store)")
+        specs = [s for s in specs if s.kind != "dpor"]     # the default portfolio's
+    run_as = in_memory_model(scenario, model)
+    k = pct_steps(run_as, mutation, version) if any(s.kind == "pct" for s in specs) else scenario.pct_steps
+    sc_only = needs_c11(scenario, mutation, model)
     p = {"scenario": scenario.name, "mutation": mutation, "version": version,
-         "expected": (list(scenario.mutations[mutation]) if mutation
+         "memory_model": model,
+         "expected": ([] if sc_only else list(scenario.mutations[mutation]) if mutation
                       else list(getattr(scenario, "known_gap", ()))),
          "strategies": [str(s) for s in specs], "pct_steps": k, "budget": budget}
+    if sc_only:
+        p["needs_c11"] = True       # found under C11 only: this SC row must stay clean
     if getattr(scenario, "dpor", False):
         p["dpor_checked"] = True    # its DPOR footprints were checked against sampled runs
     return p
+
+
+def plan_rows(scenarios_map: Mapping[str, Any], scenario: str | Sequence[str] | None,
+              mutations: Sequence[str] | None, specs: Sequence[StrategySpec] | None,
+              budget: int, versions: Sequence[str], memory_model: str | None) -> list[dict]:
+    """The parameters of a new campaign's rows, in table order: versions, then scenarios and
+    mutations in catalog order, then memory models (`row_models`), so that a row's SC and C11
+    runs are adjacent. `--memory-model c11` without scenarios selects those whose own model is
+    c11: the rows that need it, not the whole catalog twice."""
+    selected = scenarios_map
+    if memory_model == "c11" and scenario in (None, "all"):
+        from ftlab.scenarios import own_memory_model
+
+        selected = {n: s for n, s in scenarios_map.items() if own_memory_model(s) == "c11"}
+    pairs = select_rows(selected, scenario, mutations)
+    return [_row_params(s, m, specs, budget, v, model)
+            for v in versions for s, m in pairs if not s.versions or v in s.versions
+            for model in row_models(s, memory_model)]
 
 
 def campaign_key(params: dict) -> str:
@@ -216,6 +303,7 @@ class _Row:
         self.ord = ord_
         self.p = p
         self.version: str = p["version"]
+        self.model: str = row_model(p)
         self.id = row_id
         self.specs = [parse_spec(s) for s in p["strategies"]]
         self.plan: list[PlannedBatch] = plan_batches(len(self.specs), p["budget"], p["batch"])
@@ -244,6 +332,9 @@ class _Row:
     @property
     def decisive_kinds(self) -> tuple[str, ...] | None:
         # an unmutated row with expected kinds is a known gap: it must find one of them
+        # an SC row of a mutation that needs c11 must stay clean: every violation counts
+        if self.p.get("needs_c11"):
+            return None
         return tuple(self.p["expected"]) if self.p["mutation"] or self.p["expected"] else None
 
     def sec_per_schedule(self, fallback: float) -> float:
@@ -339,7 +430,7 @@ class Campaign:
             state = row.results[prev].dfs_state if prev is not None else None
         return BatchSpec(row=row.ord, seq=b.seq, scenario=row.p["scenario"],
                          mutations=row.mutations, version=row.version,
-                         strategy=str(spec), seed=self.params["seed"],
+                         memory_model=row.model, strategy=str(spec), seed=self.params["seed"],
                          pct_steps=row.p["pct_steps"], start=b.start, count=b.count,
                          decisive=row.decisive_kinds, dfs_state=state, chain=chain)
 
@@ -439,7 +530,7 @@ class Campaign:
             c["exhausted"] = c["exhausted"] or b.exhausted
             schedules += b.ran
             seconds += b.seconds
-        mutated = bool(row.p["mutation"])
+        mutated = bool(row.p["mutation"]) and not row.p.get("needs_c11")
         known_gap = not mutated and bool(row.p["expected"])
         exhausted = any(c["exhausted"] for c in counts)
         if decisive_v is not None:
@@ -461,6 +552,8 @@ class Campaign:
             ok = False
         else:
             verdict, ok = "clean", True
+        if ok and row.p.get("needs_c11"):
+            verdict = "not found (needs c11)"   # side by side with its c11 row
         if not mutated and ok and exhausted:
             dfs = [c for c in counts if c["exhausted"]]
             dpor = [c for c in dfs if c["strategy"] == "dpor"]
@@ -480,7 +573,7 @@ class Campaign:
             first_detection=first, detected_by=detected_by, exhausted=exhausted,
             seconds=row.seconds + seconds, counts=counts, violations=violations,
             scenario=row.p["scenario"], mutations=list(row.mutations),
-            version=row.version)
+            version=row.version, memory_model=row.model)
         row.status = status
 
     def _shrink_tasks(self) -> list[tuple]:
@@ -490,7 +583,7 @@ class Campaign:
                 v = self.store.violation(self.store.rows(self.cid)[row.ord]["violation_id"])
                 tasks.append((ShrinkSpec(row=row.ord, violation=v["id"], scenario=v["scenario"],
                                          mutations=row.mutations, version=v["version"],
-                                         schedule=v["schedule"], kind=v["kind"],
+                                         memory_model=row.model, schedule=v["schedule"], kind=v["kind"],
                                          max_runs=self.params["shrink_runs"]),))
                 row.shrink_inflight = True
         return tasks
@@ -590,7 +683,9 @@ def load_campaign(store: Store, cid: int, *, wall_seconds: float | None = None,
             first_detection=r["first_detection"], detected_by=r["detected_by"],
             exhausted=bool(r["exhausted"]), seconds=r["seconds"] or 0.0,
             violation=_violation_dict(v) if v is not None else None, counts=counts,
-            version=row_version(params["rows"][r["ord"]], params)))
+            version=row_version(params["rows"][r["ord"]], params),
+            memory_model=row_model(params["rows"][r["ord"]]),
+            needs_c11=bool(params["rows"][r["ord"]].get("needs_c11"))))
     return CampaignResult(id=cid, db=store.path, params=params, rows=rows, status=c["status"],
                           wall_seconds=c["wall_seconds"] if wall_seconds is None else wall_seconds,
                           resumed=resumed)
@@ -619,6 +714,7 @@ def explore(scenario: str | Sequence[str] | None = None, *,
             shrink: bool = True,
             shrink_runs: int = DEFAULT_MAX_RUNS,
             resume: int | bool | None = None,
+            memory_model: str | None = None,
             progress: Callable[[int, int, int, int], None] | None = None,
             scenarios: Mapping[str, Any] | None = None,
             on_commit: Callable[[int], None] | None = None) -> CampaignResult:
@@ -629,7 +725,10 @@ def explore(scenario: str | Sequence[str] | None = None, *,
     once per version). `db`: a path to keep results in (None: an in-memory store). `resume`: None continues an
     unfinished campaign with the same parameters; False always starts a new one; True or an id
     continues the latest unfinished campaign (or that one) with its stored parameters.
-    `scenarios` replaces the catalog (serial runs only). Bad input raises `ExploreError`.
+    `scenarios` replaces the catalog (serial runs only). `memory_model`: None runs each
+    scenario under its own model; "c11" runs the rows of the selected scenarios (by default those
+    whose own model is c11) under SC and C11 side by side; "sc" every row under SC (see
+    `row_models`). Bad input raises `ExploreError`.
     """
     started = time.perf_counter()
     if budget is not None and budget < 1:
@@ -647,6 +746,12 @@ def explore(scenario: str | Sequence[str] | None = None, *,
             raise ExploreError(f"unknown version {v!r} (known: {', '.join(VERSIONS)})")
     if not versions:
         raise ExploreError("no version to explore")
+    if memory_model is not None and memory_model not in MEMORY_MODELS:
+        raise ExploreError(f"unknown memory model {memory_model!r} (known: {', '.join(MEMORY_MODELS)})")
+    if memory_model is not None and (resume is True or (isinstance(resume, int)
+                                                         and not isinstance(resume, bool))):
+        raise ExploreError("a resumed campaign keeps its own memory models; --memory-model "
+                           "starts a new one")
     if scenarios is not None and (workers > 1 or cluster):
         raise ExploreError("scenarios outside the catalog can only run serially (workers=1)")
     if scenarios is None:
@@ -659,13 +764,14 @@ def explore(scenario: str | Sequence[str] | None = None, *,
     fresh_params = None
     if not (resume is True or (isinstance(resume, int) and not isinstance(resume, bool))):
         specs = [parse_spec(s) for s in strategies] if strategies else None
-        pairs = select_rows(scenarios_map, scenario, mutations)
-        rows = [_row_params(s, m, specs, budget or DEFAULT_BUDGET, v)
-                for v in versions for s, m in pairs if not s.versions or v in s.versions]
+        rows = plan_rows(scenarios_map, scenario, mutations, specs, budget or DEFAULT_BUDGET,
+                         versions, memory_model)
         if not rows:
             raise ExploreError(f"no row to explore under version(s) {', '.join(versions)}")
         fresh_params = {"rows": rows, "seed": seed, "batch": batch, "versions": versions,
                         "shrink": bool(shrink), "shrink_runs": shrink_runs}
+        if memory_model is not None:
+            fresh_params["memory_model"] = memory_model     # the header names it
     # Everything that can be bad input is checked before the store is written to.
     backend = make_backend(workers, cluster, scenarios_map)
     try:

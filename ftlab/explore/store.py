@@ -12,6 +12,12 @@ by `PRAGMA application_id` = `APPLICATION_ID`, "FTLB"):
 - `strategy_counts`: per row and strategy: schedules, steps, violations, detection.
 - `violations`: every violation counted in a row, with its schedule and, for the decisive
   one, the shrunk schedule. Its `id` is what `ftlab replay ID` and `ftlab shrink ID` take.
+  Its `memory_model` (schema 2) is the model its row ran under; NULL in a violation stored
+  before the column, whose row ran under the scenario's own model.
+
+Schema 1 files (no `violations.memory_model`) are read as they are (the column reads as NULL)
+and migrated when opened for writing: the column is added, NULL everywhere, in one transaction
+with the new `user_version`; nothing stored changes (`_MIGRATIONS`).
 
 Opening refuses, without writing a byte, anything it cannot use (`StoreError`, exit 2, one
 line naming the file and what is wrong): a file that is not SQLite, a SQLite database with
@@ -39,7 +45,7 @@ from typing import Any, Iterable
 from ftlab.explore.portfolio import ExploreError
 
 APPLICATION_ID = 0x46544C42  # "FTLB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = Path(".ftlab") / "results.sqlite"
 LOCK_TIMEOUT = 10.0          # seconds to wait for another process's lock before refusing
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -125,10 +131,20 @@ CREATE TABLE violations (
     shrunk_preemptions INTEGER,
     shrunk_decisions   INTEGER,
     shrink_runs        INTEGER,
-    shrink_note        TEXT
+    shrink_note        TEXT,
+    memory_model       TEXT
 );
 CREATE INDEX violations_row ON violations(row_id);
 """
+
+
+# c11 memory model (issue 14): the columns each schema version added, as (table, column, SQL
+# type). A file of an older version lacks them: reading gives NULL, writing adds them first.
+_MIGRATIONS = {2: (("violations", "memory_model", "TEXT"),)}
+
+
+def _added_since(version: int) -> set[tuple[str, str]]:
+    return {(t, c) for v, cols in _MIGRATIONS.items() if v > version for t, c, _ in cols}
 
 
 def _now() -> str:
@@ -247,6 +263,8 @@ def _shape_row_params(r: Any) -> str | None:
         return "no scenario or mutation name"
     if "version" in r and r["version"] not in VERSIONS:
         return f"unknown version {r['version']!r}"
+    if "memory_model" in r and r["memory_model"] not in ("sc", "c11"):
+        return f"unknown memory model {r['memory_model']!r}"
     if not _is_str_list(r.get("expected")):
         return "'expected' is not a list of names"
     strategies = r.get("strategies")
@@ -320,15 +338,19 @@ _RELATIONS = (
 )
 
 
-def _check_contents(con: sqlite3.Connection) -> str | None:
-    """What makes the store unusable, or None. Reads only."""
+def _check_contents(con: sqlite3.Connection, version: int = SCHEMA_VERSION) -> str | None:
+    """What makes the store unusable, or None. Reads only. A file of schema `version` may lack
+    the columns later versions added."""
     expected = _expected_columns()
+    later = _added_since(version)
     have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for table, columns in expected.items():
         if table not in have:
             return f"damaged: table {table!r} is missing"
         present = {c[1] for c in con.execute(f"PRAGMA table_info({table})")}
         for name, decl, notnull in columns:
+            if name not in present and (table, name) in later:
+                continue
             if name not in present:
                 return f"damaged: column {table}.{name} is missing"
             allowed = _TYPEOF[decl] + (() if notnull else ("null",))
@@ -482,7 +504,7 @@ def _check_existing(path: Path) -> None:
             problems = [r[0] for r in con.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
                 raise _refuse(path, f"damaged (SQLite's check: {'; '.join(problems)})")
-            why = _check_contents(con)
+            why = _check_contents(con, ver)
         finally:
             con.close()
     except sqlite3.Error as e:
@@ -504,6 +526,32 @@ class Store:
         self.con = con
         self.path = path
         con.row_factory = sqlite3.Row
+        # a schema 1 file opened read-only: its violations read with a NULL memory_model
+        present = {r[1] for r in con.execute("PRAGMA table_info(violations)")}
+        self._violations = ("SELECT * FROM violations" if "memory_model" in present
+                            else "SELECT *, NULL AS memory_model FROM violations")
+
+    @staticmethod
+    def _migrate(con: sqlite3.Connection) -> None:
+        """Bring a checked file of an older schema to `SCHEMA_VERSION`: add the columns it
+        lacks (NULL in every stored row) and set the version, in one transaction."""
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for v in sorted(_MIGRATIONS):
+                if v <= version:
+                    continue
+                for table, column, decl in _MIGRATIONS[v]:
+                    present = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+                    if column not in present:
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -535,6 +583,7 @@ class Store:
                 # timeout is refused here, before anything is written.
                 con.execute("BEGIN IMMEDIATE")
                 con.rollback()
+                cls._migrate(con)
             except sqlite3.Error as e:
                 raise _refuse(p, _sqlite_why(e)) from None
             return cls(con, str(p))
@@ -666,7 +715,7 @@ class Store:
                          schedules: int, first_detection: int | None, detected_by: str | None,
                          exhausted: bool, seconds: float, counts: list[dict],
                          violations: list[dict], scenario: str, mutations: list[str],
-                         version: str) -> int | None:
+                         version: str, memory_model: str | None = None) -> int | None:
         """Record a row whose exploration is over; returns the decisive violation's id."""
         decisive_id = None
         with self._write():
@@ -674,11 +723,12 @@ class Store:
                 cur = self.con.execute(
                     "INSERT INTO violations (campaign_id, row_id, scenario, mutations, version,"
                     " strategy, execution, kind, message, thread, step, details, schedule, steps,"
-                    " decisions, preemptions, decisive) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " decisions, preemptions, decisive, memory_model)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (cid, row_id, scenario, json.dumps(mutations), version, v["strategy"],
                      v["execution"], v["kind"], v["message"], v["thread"], v["step"],
                      json.dumps(v["details"]), v["schedule"], v["steps"], v["decisions"],
-                     v["preemptions"], int(v["decisive"])))
+                     v["preemptions"], int(v["decisive"]), memory_model))
                 if v["decisive"]:
                     decisive_id = cur.lastrowid
             for c in counts:
@@ -723,13 +773,12 @@ class Store:
     # -- violations ---------------------------------------------------------------------------
 
     def violation(self, vid: int) -> sqlite3.Row | None:
-        return _first(self._read("SELECT * FROM violations WHERE id = ?", (vid,)))
+        return _first(self._read(self._violations + " WHERE id = ?", (vid,)))
 
     def violations(self, cid: int | None = None) -> list[sqlite3.Row]:
         if cid is None:
-            return self._read("SELECT * FROM violations ORDER BY id")
-        return self._read("SELECT * FROM violations WHERE campaign_id = ? ORDER BY id",
-                          (cid,))
+            return self._read(self._violations + " ORDER BY id")
+        return self._read(self._violations + " WHERE campaign_id = ? ORDER BY id", (cid,))
 
 
 def _first(rows: list) -> Any:

@@ -23,6 +23,7 @@ from typing import Mapping
 
 from ftlab.config import Config
 from ftlab.explore.portfolio import StrategySpec, dfs_restore, dfs_state
+from ftlab.scenarios import in_memory_model
 from ftlab.sim.schedule import ScheduleError
 from ftlab.sim.strategies import Replay
 
@@ -45,6 +46,7 @@ class BatchSpec:
     decisive: tuple[str, ...] | None  # None: every violation is decisive
     dfs_state: bytes | None = None    # DFS: the frontier before this batch
     chain: bool = False               # DFS: continue from the previous batch of the task
+    memory_model: str = ""            # the row's (ftlab/sim/c11.py); "": the scenario's own
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ShrinkSpec:
     schedule: str
     kind: str
     max_runs: int
+    memory_model: str = ""            # the row's (ftlab/sim/c11.py); "": the scenario's own
 
 
 @dataclass
@@ -240,7 +243,8 @@ def run_task(task: tuple, scenarios: Mapping[str, object] | None = None) -> list
     stopped: set[int] = set()        # rows whose decisive execution this task found
     chains: dict[int, object] = {}   # row -> the DFS object its last batch left
     for item in task:
-        scenario = catalog[item.scenario]
+        # the row's memory model replaces the scenario's own (ftlab.scenarios.in_memory_model)
+        scenario = in_memory_model(catalog[item.scenario], item.memory_model)
         if isinstance(item, ShrinkSpec):
             results.append(run_shrink(item, scenario))
             continue

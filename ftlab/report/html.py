@@ -58,7 +58,7 @@ def _verdict_class(row) -> str:
 
 def _campaign_table(result) -> str:
     out = ['<table id="campaign" class="campaign"><thead><tr>']
-    for h in ("scenario", "mutation", "version", "verdict", "schedules", "to detect", "counterexample",
+    for h in ("scenario", "mutation", "version", "model", "verdict", "schedules", "to detect", "counterexample",
               "time"):
         out.append(f"<th>{h}</th>")
     out.append("</tr></thead><tbody>")
@@ -66,7 +66,7 @@ def _campaign_table(result) -> str:
         detect = f"{r.first_detection} ({r.detected_by})" if r.first_detection is not None else ""
         out.append(
             f'<tr><td>{_esc(r.scenario)}</td><td>{_esc(r.mutation or "-")}</td>'
-            f'<td>{_esc(r.version or "-")}</td>'
+            f'<td>{_esc(r.version or "-")}</td><td>{_esc(r.memory_model)}</td>'
             f'<td class="{_verdict_class(r)}">{_esc(r.verdict)}</td>'
             f'<td class="num">{r.schedules:,}</td><td class="num">{_esc(detect)}</td>'
             f'<td>{_esc(counterexample(r))}</td><td class="num">{r.seconds:.2f} s</td></tr>')
@@ -76,7 +76,7 @@ def _campaign_table(result) -> str:
 
 def _timeline(v: dict) -> str:
     """Replay the stored counterexample with a trace and lay it out per thread."""
-    from ftlab.config import Config
+    from ftlab.explore.campaign import violation_target
     from ftlab.explore.execute import run
     from ftlab.report.timeline import Fold, Head, block_story, call_results, timeline_items
     from ftlab.scenarios import UnknownName, get
@@ -87,8 +87,8 @@ def _timeline(v: dict) -> str:
     if not schedule:
         return '<p class="meta">no schedule (the violation happened outside the threads)</p>'
     try:
-        scenario = get(v["scenario"])
-        config = Config(version=v["version"], mutations=frozenset(v["mutations"]))
+        # its version, mutations and memory model (c11 rows: ftlab/sim/c11.py)
+        scenario, config = violation_target(v, get)
         result = run(scenario, config, Replay(schedule), trace=True)
     except (UnknownName, ScheduleError, ValueError) as e:
         return f'<p class="bad">cannot replay it with this version of ftlab: {_esc(e)}</p>'

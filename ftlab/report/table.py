@@ -1,5 +1,5 @@
-"""The campaign table: one row per (version, scenario, mutation), as `ftlab explore` and `ftlab report`
-print it (rich), and the list of stored violations."""
+"""The campaign table: one row per (version, scenario, mutation, memory model), as `ftlab explore`
+and `ftlab report` print it (rich), and the list of stored violations."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def campaign_table(result, title: str | None = None) -> Table:
     t.add_column("scenario", overflow="fold")
     t.add_column("mutation", overflow="fold")
     t.add_column("version", no_wrap=True)
+    t.add_column("model", no_wrap=True)     # the memory model (ftlab/sim/c11.py)
     t.add_column("verdict")
     t.add_column("schedules", justify="right", no_wrap=True, min_width=6)
     t.add_column("to detect", justify="right", min_width=6)
@@ -56,7 +57,8 @@ def campaign_table(result, title: str | None = None) -> Table:
         detect = ""
         if r.first_detection is not None:
             detect = f"{r.first_detection} ({r.detected_by})"
-        t.add_row(r.scenario, r.mutation or "-", r.version or "-", Text(r.verdict, style=verdict_style(r)),
+        t.add_row(r.scenario, r.mutation or "-", r.version or "-",
+                  getattr(r, "memory_model", "sc"), Text(r.verdict, style=verdict_style(r)),
                   f"{r.schedules:,}", detect, counterexample(r), _fmt_seconds(r.seconds))
     return t
 
@@ -72,7 +74,8 @@ def versions_text(params: dict) -> str:
 def print_campaign(result, console: Console) -> None:
     head = f"campaign {result.id}" if result.id is not None else "campaign"
     p = result.params
-    console.print(f"{head}: seed {p.get('seed')}, {versions_text(p)}, "
+    model = f"memory model {p['memory_model']}, " if p.get("memory_model") else ""
+    console.print(f"{head}: seed {p.get('seed')}, {versions_text(p)}, {model}"
                   f"batch {p.get('batch')}, db {result.db}"
                   + (" (resumed)" if result.resumed else ""))
     console.print(campaign_table(result))

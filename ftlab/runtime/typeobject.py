@@ -200,8 +200,10 @@ async def assign_version_tag(t: "ThreadState", tp: int) -> bool:
     ts.versions_used[tp] += 1
     version = ts.next_version_tag
     ts.next_version_tag += 1
-    # set_version_unlocked: pairs with the acquire load of the lookup fast path
-    await t.mem.store(tp + TP_VERSION_TAG, version, 4, RELEASE, Tag.PAYLOAD)
+    # set_version_unlocked: a relaxed store (FT_ATOMIC_STORE_UINT_RELAXED). It publishes
+    # nothing: the lookup's acquire load of tp_version_tag orders only its own later loads, and
+    # the entry's fields are ordered by the seqlock's fences and the entry version's release
+    await t.mem.store(tp + TP_VERSION_TAG, version, 4, RELAXED, Tag.PAYLOAD)
     return True
 
 
@@ -211,7 +213,8 @@ async def type_modified_unlocked(t: "ThreadState", tp: int) -> None:
         return
     for sub in t.rt.types.subclasses[tp]:
         await type_modified_unlocked(t, sub)
-    await t.mem.store(tp + TP_VERSION_TAG, 0, 4, RELEASE, Tag.PAYLOAD)
+    # set_version_unlocked(type, 0): relaxed, as in assign_version_tag
+    await t.mem.store(tp + TP_VERSION_TAG, 0, 4, RELAXED, Tag.PAYLOAD)
 
 
 # ---------------------------------------------------------------------------------------------

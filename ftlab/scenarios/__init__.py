@@ -83,3 +83,22 @@ def get(name: str) -> Scenario:
     if name not in c:
         raise UnknownName(f"unknown scenario {name!r} (known: {', '.join(sorted(c))})")
     return c[name]
+
+
+# c11 memory model (ftlab/sim/c11.py, issue 14): a scenario's own model is the one its config
+# sets (its rows need C11 atomics to expose their mutations), else SC. Explored under the other
+# model (`ftlab explore --memory-model`), the row's model replaces the scenario's own: the same
+# program, threads and checks, only the atomics' semantics differ.
+
+def own_memory_model(scenario) -> str:
+    """The memory model `scenario` runs under when nothing else is asked: "sc" or "c11"."""
+    return getattr(scenario, "config", {}).get("memory_model", "sc")
+
+
+def in_memory_model(scenario, model: str | None):
+    """`scenario` run under `model` (None or its own model: the scenario itself)."""
+    if not model or model == own_memory_model(scenario):
+        return scenario
+    from dataclasses import replace
+
+    return replace(scenario, config={**scenario.config, "memory_model": model})

@@ -79,7 +79,8 @@ def view_join(into: dict, other: dict) -> None:
 class C11Memory(Memory):
     """`Memory` whose atomics follow the C11 model above."""
 
-    __slots__ = ("_mo", "_views", "_acq", "_rel", "_sc_last", "_sc_fence")
+    __slots__ = ("_mo", "_views", "_acq", "_rel", "_sc_last", "_sc_fence", "_joined",
+                 "_sc_joined")
 
     def __init__(self, machine: "Machine", base: int = 0x7F00_0000_0000) -> None:
         super().__init__(machine, base)
@@ -90,6 +91,11 @@ class C11Memory(Memory):
         self._rel: list[tuple[dict, list[int]] | None] = []  # last release fence's message
         self._sc_last: dict[int, _Store] = {}
         self._sc_fence: dict = {}
+        # Joins that are known no-ops, skipped (cost only, never a result): a thread's view and
+        # clock only grow, and a message (a store's view and clock) and a published SC fence
+        # view never change once made, so joining the same one again adds nothing.
+        self._joined: list[_Store | None] = []   # thread index -> last store it acquired
+        self._sc_joined: list[dict | None] = []  # thread index -> last SC fence view joined
 
     # -----------------------------------------------------------------------------------------
     # Thread views and the synchronisation of threads, locks and events
@@ -100,6 +106,8 @@ class C11Memory(Memory):
             views.append({})
             self._acq.append(({}, []))
             self._rel.append(None)
+            self._joined.append(None)
+            self._sc_joined.append(None)
         return views[ti]
 
     def on_spawn(self, parent: "VThread | None", child: "VThread", after_all: bool) -> None:
@@ -157,9 +165,11 @@ class C11Memory(Memory):
             view[addr] = s
         if s.view is not None:
             if order & ACQUIRE:
-                view_join(view, s.view)
-                if self.machine.race is not None and s.vc:
-                    vc_join(t.vc, s.vc)
+                if self._joined[t.index] is not s:
+                    self._joined[t.index] = s
+                    view_join(view, s.view)
+                    if self.machine.race is not None and s.vc:
+                        vc_join(t.vc, s.vc)
             else:
                 pv, pc = self._acq[t.index]
                 view_join(pv, s.view)
@@ -193,7 +203,9 @@ class C11Memory(Memory):
             # what the fence saw. This is what makes `F_sc; R(y)` in one thread and
             # `W_sc(y); R(x)` in another a store-buffering pair that cannot both read old
             # values (qsbr_poll_scan's fence against _Py_qsbr_attach's seq_cst store).
-            view_join(view, self._sc_fence)
+            if self._sc_joined[ti] is not self._sc_fence:
+                self._sc_joined[ti] = self._sc_fence
+                view_join(view, self._sc_fence)
         if read is not None or order == SEQ_CST:
             pos = len(mo)
         else:
@@ -331,7 +343,7 @@ class C11Memory(Memory):
                 vc_join(t.vc, pc)
         if order == SEQ_CST:
             view_join(view, self._sc_fence)
-            self._sc_fence = dict(view)
+            self._sc_fence = self._sc_joined[t.index] = dict(view)
         if order & RELEASE:
             self._rel[t.index] = (dict(view), m.race.release(t) if m.race is not None else [])
         if m.trace is not None:

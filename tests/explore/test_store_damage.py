@@ -131,7 +131,7 @@ def test_malformed_json_in_any_column_is_refused(capsys, copy, table, column):
     ("UPDATE batches SET decisive = ran + 1 WHERE rowid = 1", "negative counts"),
     ("UPDATE violations SET details = '{}'", "violations.details"),
     ("UPDATE batches SET dfs_state = x'00ff'", "dfs_state"),
-    ("PRAGMA user_version = 2", "newer ftlab"),
+    ("PRAGMA user_version = 3", "newer ftlab"),  # schema 2: violations.memory_model (c11)
     ("PRAGMA user_version = 0", "unknown ftlab schema"),
     ("PRAGMA application_id = 7", "another application"),
 ])

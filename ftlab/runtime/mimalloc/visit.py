@@ -32,7 +32,7 @@ from ftlab.runtime.mimalloc.types import (
     Heap,
     Page,
 )
-from ftlab.sim.atomics import RELAXED
+from ftlab.sim.atomics import SEQ_CST
 from ftlab.sim.violation import ViolationError
 
 if TYPE_CHECKING:
@@ -122,7 +122,11 @@ async def abandoned_pool_visit_blocks(mi: "MiRuntime", tag: int, visit_blocks: b
     mem = mi.mem
     pool = mi.pool
     for head_addr, tagged in ((pool.abandoned, True), (pool.abandoned_visited, False)):
-        seg_base = await mem.load(head_addr, 8, RELAXED)
+        # C reads `pool->abandoned`, `pool->abandoned_visited` and `segment->abandoned_next`
+        # as plain expressions of `_Atomic` fields: seq_cst loads. They pair with the release
+        # stores and CASes of `abandoned_push`/`abandoned_visited_push` (the callers stop the
+        # world, so no push runs concurrently in CPython; the order is C's all the same)
+        seg_base = await mem.load(head_addr, 8, SEQ_CST)
         if tagged:
             seg_base &= ~MI_TAGGED_MASK
         while seg_base:
@@ -137,7 +141,7 @@ async def abandoned_pool_visit_blocks(mi: "MiRuntime", tag: int, visit_blocks: b
                     if visit_blocks and not heap_area_visit_blocks(area, s, visitor):
                         return False
                 i += s.slice_count
-            seg_base = await mem.load(seg_base + MI_SEGMENT_OFFSET_ABANDONED_NEXT, 8, RELAXED)
+            seg_base = await mem.load(seg_base + MI_SEGMENT_OFFSET_ABANDONED_NEXT, 8, SEQ_CST)
     return True
 
 
