@@ -276,7 +276,6 @@ class HeapChecker(Observer):
         try:
             start, psize = segment_page_start(seg, page)
             bsize = page_block_size(page)
-            what = f"after the operation on {ptr:#x}"
             if not (0 <= page.used <= page.capacity <= page.reserved):
                 raise HeapIntegrityError(f"{page!r}: counters out of order")
             if (ptr - start) % bsize or not (start <= ptr < start + page.capacity * bsize):
@@ -304,7 +303,7 @@ class HeapChecker(Observer):
                     raise HeapIntegrityError(f"{page!r} is not linked into {pq!r} of {heap!r} "
                                              f"(in_full={bool(page.flags & 1)})")
         except HeapIntegrityError as e:
-            self._fail(e, what)
+            self._fail(e, f"after the operation on {ptr:#x}")
 
     def check_page(self, page: Any) -> None:
         """mimalloc's `_mi_page_is_valid` on a page in use, with the ghost cross-check; a page

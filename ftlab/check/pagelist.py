@@ -67,11 +67,14 @@ class PageListOracle(Observer):
     def _who(t: Any) -> str:
         return t.vt.label if t is not None and t.vt is not None else "set-up"
 
-    def _load(self, addr: int, what: str) -> int:
+    def _load(self, addr: int, what: str, *args: Any) -> int:
+        """The word at `addr`, read raw; `what.format(*args)` names it if it cannot be read
+        (formatted only then: issue 13, a page's repr on every link of every walk was a
+        tenth of the oracle)."""
         try:
             return self.mem.raw_load(addr, 8)
         except ViolationError as e:
-            self._fail(f"{what} at {addr:#x} is not readable memory ({e})")
+            self._fail(f"{what.format(*args)} at {addr:#x} is not readable memory ({e})")
             raise   # not reached: _fail raises
 
     def _page_of(self, node: int, ts: Any) -> Any:
@@ -122,13 +125,13 @@ class PageListOracle(Observer):
             who = self._who(ts)
             pages = []
             prev = head
-            node = self._load(head + LLIST_NEXT, f"{who}'s page_list.next")
+            node = self._load(head + LLIST_NEXT, "{}'s page_list.next", who)
             while node != head:
                 if node == 0:
                     self._fail(f"{who}'s QSBR page list reaches a NULL next link after "
                                f"{len(pages)} pages")
                 page = self._page_of(node, ts)
-                back = self._load(node + LLIST_PREV, f"qsbr_node.prev of {page!r}")
+                back = self._load(node + LLIST_PREV, "qsbr_node.prev of {!r}", page)
                 if back != prev:
                     self._fail(f"page {page!r} on {who}'s QSBR page list: its qsbr_node.prev is "
                                f"{back:#x}, not the node before it ({prev:#x})")
@@ -136,8 +139,8 @@ class PageListOracle(Observer):
                 if len(pages) > MAX_LIST:
                     self._fail(f"{who}'s QSBR page list does not come back to its sentinel")
                 prev = node
-                node = self._load(node + LLIST_NEXT, f"qsbr_node.next of {page!r}")
-            tail = self._load(head + LLIST_PREV, f"{who}'s page_list.prev")
+                node = self._load(node + LLIST_NEXT, "qsbr_node.next of {!r}", page)
+            tail = self._load(head + LLIST_PREV, "{}'s page_list.prev", who)
             if tail != prev:
                 self._fail(f"{who}'s QSBR page list: the sentinel's prev is {tail:#x}, not its "
                            f"last node ({prev:#x})")
@@ -159,7 +162,7 @@ class PageListOracle(Observer):
                 on_list[page] = ts
                 if page.qsbr_goal == 0:
                     self._fail(f"page {page!r} is on {who}'s QSBR page list without a goal")
-                goal = self._load(page.qsbr_node_addr + 16, f"qsbr_goal of {page!r}")
+                goal = self._load(page.qsbr_node_addr + 16, "qsbr_goal of {!r}", page)
                 if goal != page.qsbr_goal:
                     self._fail(f"page {page!r} on {who}'s QSBR page list: qsbr_goal in memory is "
                                f"{goal}, its mirror {page.qsbr_goal}")

@@ -106,24 +106,23 @@ _YIELD_VALUE = dis.opmap["YIELD_VALUE"]
 class VThread:
     """A virtual thread. `vc` is its vector clock for the race detector."""
 
-    __slots__ = ("machine", "mem", "index", "name", "coro", "state", "wait", "vc", "joiners",
-                 "result", "__weakref__")
+    __slots__ = ("machine", "mem", "index", "name", "label", "coro", "state", "wait", "vc",
+                 "joiners", "result", "__weakref__")
 
     def __init__(self, machine: "Machine", index: int, name: str) -> None:
         self.machine = machine
         self.mem = machine.mem
         self.index = index
         self.name = name
+        # "A:name", as reports and oracles name the thread (once: the oracles ask for it on
+        # every allocation; issue 13)
+        self.label = f"{thread_letter(index)}:{name}"
         self.coro: Coroutine[Any, Any, Any] | None = None
         self.state = RUNNABLE
         self.wait = ""
         self.vc: list[int] = []
         self.joiners: list[VThread] = []
         self.result: Any = None
-
-    @property
-    def label(self) -> str:
-        return f"{thread_letter(self.index)}:{self.name}"
 
     def __repr__(self) -> str:
         return f"<VThread {self.label} {('runnable', 'blocked', 'done')[self.state]}>"

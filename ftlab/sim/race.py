@@ -123,17 +123,20 @@ class RaceDetector:
         sync = self._sync
         entry = sync.get(addr)
         ti = t.index
+        vc = t.vc
         if acquire and entry is not None and entry[0] != ti:
-            vc_join(t.vc, entry[1])
+            vc_join(vc, entry[1])
         if write:
             if release:
-                c = list(t.vc)
+                c = vc.copy()
                 publisher = ti
                 if rmw and not acquire and entry is not None and entry[0] != ti:
                     vc_join(c, entry[1])  # a release RMW continues the release sequence
                     publisher = -1
                 sync[addr] = (publisher, c)
-                _tick(t)
+                if len(vc) <= ti:       # _tick, inline
+                    vc.extend([0] * (ti + 1 - len(vc)))
+                vc[ti] += 1
             elif not rmw:
                 sync.pop(addr, None)  # a relaxed store ends the release sequence
 
