@@ -238,9 +238,10 @@ def pct_steps(scenario, mutation: str, version: str) -> int:
 
 
 def _row_params(scenario, mutation: str, strategies: Sequence[StrategySpec] | None,
-                budget: int, version: str, model: str = "sc") -> dict:
-    from ftlab.scenarios import in_memory_model
+                budget: int, version: str, model: str | None = None) -> dict:
+    from ftlab.scenarios import in_memory_model, own_memory_model
 
+    model = model or own_memory_model(scenario)     # by default the scenario's own
     specs = list(strategies) if strategies else default_portfolio(scenario)
     if model == "c11":
         if strategies and any(s.kind == "dpor" for s in specs):
