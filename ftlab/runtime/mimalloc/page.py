@@ -734,19 +734,22 @@ def _raw_list(page: Page, head: int, what: str, start: int, end: int, bsize: int
     limit = page.capacity
     top = start + limit * bsize
     out: list[int] = []
+    append = out.append     # issue 13: the oracle walks every list of every page it checks
+    n = 0
     p = head
     try:
         while p:
-            if not start <= p < top or (p - start) % bsize:
+            d = p - start
+            if d < 0 or p >= top or d % bsize:
                 where = ("outside the page" if not start <= p < end else
                          "beyond capacity" if p >= top else "not on a block boundary")
                 raise _seg.HeapIntegrityError(f"{page!r}: {what} list entry {p:#x} is {where}")
-            out.append(p)
-            if len(out) > limit:
+            append(p)
+            n += 1
+            if n > limit:
                 raise _seg.HeapIntegrityError(f"{page!r}: {what} list has more than capacity "
                                               f"entries (a cycle?)")
-            v = raw(p, 8)
-            p = ptr_decode(null, v, k0, k1) if enc else v
+            p = ptr_decode(null, raw(p, 8), k0, k1) if enc else raw(p, 8)
     except ViolationError as e:
         raise _seg.HeapIntegrityError(f"{page!r}: {what} list entry {p:#x} unreadable: "
                                       f"{e.message}")
@@ -774,11 +777,13 @@ def page_is_valid_init(page: Page) -> tuple[list[int], list[int], list[int]]:
     free, local, thread = page_lists(page)
     seen = set(free)
     check(len(seen) == len(free), lambda: f"{page!r}: a block is twice on the free list")
-    for b in local:
-        check(b not in seen, lambda: f"{page!r}: block {b:#x} is on two lists")
+    for b in local:     # the message closures are made only for a block that fails
+        if b in seen:
+            check(False, lambda: f"{page!r}: block {b:#x} is on two lists")
         seen.add(b)
     for b in thread:
-        check(b not in seen, lambda: f"{page!r}: block {b:#x} is on the thread-free list and another")
+        if b in seen:
+            check(False, lambda: f"{page!r}: block {b:#x} is on the thread-free list and another")
         seen.add(b)
     check(page.used + len(free) + len(local) == page.capacity,
           lambda: f"{page!r}: used {page.used} + free {len(free)} + local_free {len(local)} != "
