@@ -129,11 +129,20 @@ class Observers(Observer):
     def add(self, observer: Observer) -> None:
         # Only the events this observer overrides change (an execution installs a dozen
         # oracles, so rebuilding every event for each one was a tenth of a short run: issue 13).
+        # A fan-out is made once per event, when its second observer comes: it iterates the
+        # event's list, which later observers join in place (issue 13: a run installs a dozen).
         self.observers.append(observer)
+        by_event = self._methods
         for name in _overridden(type(observer)):
-            methods = self._methods.setdefault(name, [])
-            methods.append(getattr(observer, name))
-            setattr(self, name, _fan_out(tuple(methods)))
+            method = getattr(observer, name)
+            methods = by_event.get(name)
+            if methods is None:
+                by_event[name] = [method]
+                setattr(self, name, method)
+            else:
+                methods.append(method)
+                if len(methods) == 2:
+                    setattr(self, name, _fan_out(methods))
 
 
 @functools.cache

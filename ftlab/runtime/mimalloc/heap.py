@@ -66,6 +66,13 @@ async def heap_visit_pages(heap: Heap, fn: PageVisitor) -> bool:
     return True
 
 
+def _page_queues_empty(mi: "MiRuntime") -> list[PageQueue]:
+    """`MI_PAGE_QUEUES_EMPTY`: a heap's 75 empty queues (issue 13: made for every heap of every
+    thread, so built by `map` rather than a comprehension)."""
+    sizes = mi.queue_block_sizes
+    return list(map(PageQueue, sizes, range(len(sizes))))
+
+
 def heap_is_backing(heap: Heap) -> bool:
     """`mi_heap_is_backing`."""
     return heap.tld.heap_backing is heap
@@ -146,7 +153,7 @@ def heap_init_ex(mi: "MiRuntime", heap: Heap, tld: Tld, addr: int, no_reclaim: b
     heap.tdf_addr = addr + mi.build.heap_offset_thread_delayed_free
     empty = mi.page_empty
     heap.pages_free_direct = [empty] * mi.build.pages_direct
-    heap.pages = [PageQueue(size, b) for b, size in enumerate(mi.queue_block_sizes)]
+    heap.pages = _page_queues_empty(mi)
     heap.thread_id = tld.thread_id
     heap.arena_id = 0
     if tld.heap_backing is heap or tld.heap_backing is None:
@@ -189,7 +196,7 @@ def heap_reset_pages(heap: Heap) -> None:
     """`mi_heap_reset_pages`: empty queues and direct pages."""
     mi = heap.mi
     heap.pages_free_direct = [mi.page_empty] * mi.build.pages_direct
-    heap.pages = [PageQueue(size, b) for b, size in enumerate(mi.queue_block_sizes)]
+    heap.pages = _page_queues_empty(mi)
     mi.mem.store_u64(heap.tdf_addr, 0, Tag.META)
     heap.page_count = 0
 

@@ -111,6 +111,11 @@ class MiThreadState:
         self.initialized = True
 
 
+# The block size of each of a heap's 75 queues (`MI_PAGE_QUEUES_EMPTY`): constant, so computed
+# once when the module is imported (an immutable tuple: nothing of one run can reach another).
+QUEUE_BLOCK_SIZES: tuple[int, ...] = tuple(bin_size(b) for b in range(MI_BIN_FULL + 1))
+
+
 class MiRuntime:
     """The interpreter-wide allocator state of one run (module docstring)."""
 
@@ -123,7 +128,7 @@ class MiRuntime:
         self.plain_build = self.build.debug == 0
         self.sizeof_page = self.build.sizeof_page(True)
         self.sizeof_segment = self.build.sizeof_segment(True)
-        self.queue_block_sizes = [bin_size(b) for b in range(MI_BIN_FULL + 1)]
+        self.queue_block_sizes = QUEUE_BLOCK_SIZES
         self.page_empty = Page(None, 0, 0, self.build)     # `_mi_page_empty`
         self.segments: dict[int, Any] = {}                 # the segment map
         self.arenas: list[Any] = []

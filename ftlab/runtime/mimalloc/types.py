@@ -24,6 +24,7 @@ maximum slice offset 255 (not 15). The derived values below are the right ones.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 # --------------------------------------------------------------------------------------------
@@ -236,45 +237,50 @@ class MiBuild:
 
     debug: int = 0
 
+    # Every derived constant below is a pure function of `debug`, so each is computed once per
+    # build (issue 13: the allocator reads them on every allocation and free). `cached_property`
+    # stores into the instance's __dict__, which neither the frozen check nor eq/hash see.
+
     def __post_init__(self) -> None:
         if self.debug not in (0, 1, 2, 3):
             raise ValueError(f"MI_DEBUG must be 0..3, not {self.debug!r}")
 
-    @property
+    @functools.cached_property
     def padding(self) -> bool:
         """`MI_PADDING` (on iff MI_DEBUG>=1, given MI_SECURE=0 and no tracking tool)."""
         return self.debug >= 1
 
-    @property
+    @functools.cached_property
     def padding_check(self) -> bool:
         """`MI_PADDING_CHECK`: padding canaries are verified on free."""
         return self.padding and self.debug >= 1
 
-    @property
+    @functools.cached_property
     def padding_size(self) -> int:
         """`MI_PADDING_SIZE`."""
         return MI_PADDING_STRUCT_SIZE if self.padding else 0
 
-    @property
+    @functools.cached_property
     def padding_wsize(self) -> int:
         """`MI_PADDING_WSIZE`."""
         return (self.padding_size + MI_INTPTR_SIZE - 1) // MI_INTPTR_SIZE
 
-    @property
+    @functools.cached_property
     def encode_freelist(self) -> bool:
         """`MI_ENCODE_FREELIST`: free-list links are stored encoded with the page keys."""
         return self.debug >= 1
 
-    @property
+    @functools.cached_property
     def stat(self) -> int:
         """`MI_STAT`."""
         return 2 if self.debug > 0 else 0
 
-    @property
+    @functools.cached_property
     def pages_direct(self) -> int:
         """`MI_PAGES_DIRECT`: entries of `heap->pages_free_direct` (129, or 130 with padding)."""
         return MI_SMALL_WSIZE_MAX + self.padding_wsize + 1
 
+    @functools.cache
     def sizeof_page(self, free_threaded: bool = True) -> int:
         """`sizeof(mi_page_t)` (= `sizeof(mi_slice_t)`): 96 FT, 112 FT debug; 80/96 otherwise."""
         size = _MI_PAGE_HEAD_SIZE + _MI_PAGE_LINKS_SIZE
@@ -283,10 +289,12 @@ class MiBuild:
         size += _MI_PAGE_QSBR_SIZE if free_threaded else _MI_PAGE_TAIL_PADDING
         return size
 
+    @functools.cache
     def sizeof_segment(self, free_threaded: bool = True) -> int:
         """`sizeof(mi_segment_t)`: the header plus `slices[MI_SLICES_PER_SEGMENT + 1]`."""
         return _MI_SEGMENT_HEAD_SIZE + (MI_SLICES_PER_SEGMENT + 1) * self.sizeof_page(free_threaded)
 
+    @functools.cache
     def sizeof_heap(self) -> int:
         """`sizeof(mi_heap_t)`: 3064, or 3072 with the extra direct-page entry of padding builds."""
         size = (
@@ -296,6 +304,7 @@ class MiBuild:
         )
         return _align_up(size, MI_INTPTR_SIZE)
 
+    @functools.cache
     def segment_info_slices(self, free_threaded: bool = True) -> int:
         """Slices taken by a segment's header (`mi_segment_calculate_slices`, no guard pages)."""
         isize = _align_up(self.sizeof_segment(free_threaded), MI_OS_PAGE_SIZE)
@@ -304,35 +313,35 @@ class MiBuild:
     # Offsets of the fields the model keeps in simulated memory: the words that are accessed
     # with atomics (so that every CAS is a scheduling point the race detector sees).
 
-    @property
+    @functools.cached_property
     def page_offset_xthread_free(self) -> int:
         """`offsetof(mi_page_t, xthread_free)`: 40, or 56 after the `keys` of padding builds."""
         keys = _MI_PAGE_KEYS_SIZE if (self.encode_freelist or self.padding) else 0
         return _MI_PAGE_HEAD_SIZE + keys
 
-    @property
+    @functools.cached_property
     def page_offset_xheap(self) -> int:
         """`offsetof(mi_page_t, xheap)`."""
         return self.page_offset_xthread_free + MI_INTPTR_SIZE
 
-    @property
+    @functools.cached_property
     def page_offset_qsbr_node(self) -> int:
         """`offsetof(mi_page_t, qsbr_node)` (CPython FT): 72, or 88 in padding builds; the
         node's `next` then `prev` (pycore_llist.h), then `qsbr_goal`."""
         return self.page_offset_xthread_free + _MI_PAGE_LINKS_SIZE
 
-    @property
+    @functools.cached_property
     def page_offset_qsbr_goal(self) -> int:
         """`offsetof(mi_page_t, qsbr_goal)` (CPython FT): after the two words of `qsbr_node`."""
         return self.page_offset_qsbr_node + 2 * MI_INTPTR_SIZE
 
-    @property
+    @functools.cached_property
     def heap_offset_thread_delayed_free(self) -> int:
         """`offsetof(mi_heap_t, thread_delayed_free)`: 2840, or 2848 with padding."""
         return (MI_INTPTR_SIZE + self.pages_direct * MI_INTPTR_SIZE
                 + (MI_BIN_FULL + 1) * _MI_PAGE_QUEUE_SIZE)
 
-    @property
+    @functools.cached_property
     def heap_offset_thread_id(self) -> int:
         """`offsetof(mi_heap_t, thread_id)`."""
         return self.heap_offset_thread_delayed_free + MI_INTPTR_SIZE
