@@ -291,7 +291,8 @@ def against(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    if any(arg == "--against" or arg.startswith("--against=") for arg in sys.argv[1:]):
+    if any(arg in ("-h", "--help", "--against") or arg.startswith("--against=")
+           for arg in sys.argv[1:]):
         raise SystemExit(against(sys.argv[1:]))
     for f in run(quick=False):
         print(f.row())
