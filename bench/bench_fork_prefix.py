@@ -227,6 +227,17 @@ def run(quick: bool) -> list[Figure]:
 if __name__ == "__main__":
     if not hasattr(os, "fork"):
         sys.exit("this benchmark needs os.fork (Linux)")
+    import argparse
+
     from ftlab.scenarios import catalog
 
-    table(sys.argv[1:] or list(catalog()))
+    ap = argparse.ArgumentParser(prog="bench_fork_prefix.py",
+                                 description="per-execution CPU of forking at the first decision "
+                                             "against plain runs, per catalog scenario")
+    ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every one")
+    names = ap.parse_args().scenarios or list(catalog())
+    unknown = [n for n in names if n not in catalog()]
+    if unknown:
+        print(f"bench_fork_prefix.py: unknown scenario {unknown[0]!r}", file=sys.stderr)
+        sys.exit(2)
+    table(names)
