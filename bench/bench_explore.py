@@ -160,14 +160,16 @@ for line in sys.stdin:
 
 
 class _Probe:
-    """The rate server of one tree."""
+    """The rate server of one tree: `script` (by default `_RATE_PROBE`) run there, which prints
+    the catalog's names, then answers each "SCENARIO N" line with one JSON line."""
 
-    def __init__(self, tree: str) -> None:
+    def __init__(self, tree: str, script: str = _RATE_PROBE, who: str = "bench_explore") -> None:
         import json
         import subprocess
         import sys
 
-        self.p = subprocess.Popen([sys.executable, "-c", _RATE_PROBE], cwd=tree, text=True,
+        self.who = who
+        self.p = subprocess.Popen([sys.executable, "-c", script], cwd=tree, text=True,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.names = json.loads(self.p.stdout.readline())
 
@@ -178,7 +180,7 @@ class _Probe:
         self.p.stdin.flush()
         line = self.p.stdout.readline()
         if not line:
-            raise SystemExit(f"bench_explore: the rate probe died on {name}")
+            raise SystemExit(f"{self.who}: the rate probe died on {name}")
         return json.loads(line)
 
     def close(self) -> None:

@@ -98,38 +98,13 @@ def run(quick: bool = False) -> list[Figure]:
     return figures
 
 
-class _Probe:
-    def __init__(self, tree: str) -> None:
-        import json
-        import subprocess
-        import sys
-
-        self.p = subprocess.Popen([sys.executable, "-c", _PROBE], cwd=tree, text=True,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.names = json.loads(self.p.stdout.readline())
-
-    def rate(self, name: str, n: int) -> list:
-        import json
-
-        self.p.stdin.write(f"{name} {n}\n")
-        self.p.stdin.flush()
-        line = self.p.stdout.readline()
-        if not line:
-            raise SystemExit(f"bench_rates: the rate probe died on {name}")
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.p.stdin.close()
-        self.p.wait()
-
-
 def against(argv: list[str]) -> int:
     import argparse
     import shutil
     import statistics
     import tempfile
 
-    from bench_explore import _export
+    from bench_explore import _export, _Probe
 
     ap = argparse.ArgumentParser(prog="bench_rates.py --against")
     ap.add_argument("--against", required=True, metavar="REV")
@@ -146,7 +121,8 @@ def against(argv: list[str]) -> int:
         print(f"before = {a.against} ({full[:10]}), after = {here}; Random({SEED}), "
               f"executions 0..{a.n - 1}, best of {a.rounds} rounds; load average "
               f"{os.getloadavg()[0]:.2f} at start, {os.cpu_count()} cores", flush=True)
-        probes = {"before": _Probe(base), "after": _Probe(here)}
+        probes = {"before": _Probe(base, _PROBE, "bench_rates"),
+                  "after": _Probe(here, _PROBE, "bench_rates")}
         best: dict[str, dict[str, list]] = {"before": {}, "after": {}}
         try:
             names = [x for x in (a.scenarios or probes["after"].names)

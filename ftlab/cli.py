@@ -222,11 +222,6 @@ def cmd_replay(args) -> int:
     return 1 if result.violations else 0
 
 
-def _stored_config(v, scenario) -> Config:
-    """The config a stored violation ran under (`_stored_target`)."""
-    return _stored_target(v)[1]
-
-
 def _stored_target(v):
     """The scenario and config a stored violation ran under: its version, mutations and the
     memory model of its row (stored with it; ftlab.explore.campaign.violation_target)."""

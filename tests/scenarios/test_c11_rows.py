@@ -95,7 +95,7 @@ def test_stored_c11_counterexample_replays_in_c11(capsys, tmp_path):
     store = Store.open(str(db), create=False)
     v = store.violations()[0]
     store.close()
-    assert cli._stored_config(v, get(v["scenario"])).memory_model == "c11"
+    assert cli._stored_target(v)[1].memory_model == "c11"
     code, out, _ = _cli(capsys, "replay", v["id"], "--db", db)
     assert code == 1 and "memory model c11" in out and "type-cache" in out
     code, _, err = _cli(capsys, "replay", v["id"], "--db", db, "--memory-model", "sc")
